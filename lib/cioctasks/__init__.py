@@ -1,0 +1,25 @@
+"""cioctasks: the shared library behind the CIOC Online Resources scheduled tasks.
+
+Scripts need one import: ``import cioctasks`` then ``cioctasks.run(...)``. Heavy modules
+(pyodbc, jinja2, requests) are imported where they are used, so ``--help`` stays fast.
+"""
+
+from cioctasks.errors import (  # noqa: F401
+    FAILED,
+    INTERNAL,
+    LOCKED,
+    OK,
+    USAGE,
+    ConfigError,
+    LockedError,
+    TaskError,
+)
+
+__version__ = "0.1.0"
+
+
+def run(task, add_arguments=None, **options):
+    """Run a task script; see ``cioctasks.runner.run``."""
+    from cioctasks import runner
+
+    return runner.run(task, add_arguments, **options)

@@ -1,0 +1,215 @@
+"""Settings: every ``CIOC_*`` variable, its default per platform, and the error for a bad one.
+
+Values come from the environment, then from one ``.env`` file (``CIOC_ENV_FILE`` if set,
+else ``./.env``, else ``<CIOC_TOOLS_PATH>/.env``); a variable already set in the
+environment always wins over the file. A bad value is a ``ConfigError`` naming the
+variable, never a traceback.
+"""
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Mapping, Optional
+
+from cioctasks.errors import ConfigError
+
+WINDOWS = sys.platform.startswith("win")
+
+#: (Windows default, default elsewhere) for the location variables.
+PLATFORM_DEFAULTS = {
+    "CIOC_TOOLS_PATH": (r"d:\tools", "/opt/cioc/tools"),
+    "CIOC_VIRTUALSERVERS_BASE": (r"d:\VirtualServers", "/srv/cioc/VirtualServers"),
+    "CIOC_LOG_ROOT": (r"d:\logs", "/var/log/cioc"),
+    "CIOC_UDL_BASE": (r"d:\UDLs", "/etc/cioc/UDLs"),
+}
+
+MAIL_BACKENDS = ("smtp", "file", "memory")
+DEFAULT_ODBC_DRIVER = "ODBC Driver 18 for SQL Server"
+DEFAULT_MAXMIND_URL = "https://download.maxmind.com/app/geoip_download"
+
+#: Names that hold secrets: their values are masked wherever they could be printed.
+SECRET_VARIABLES = ("CIOC_MAIL_PASSWORD", "CIOC_MAil_PASSWORD", "CIOC_MAXMIND_LICENSE_KEY")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    tools_path: Path
+    virtualservers_base: Path
+    log_root: Path
+    udl_base: Path
+    state_dir: Path
+    task_notify_email: Optional[str]
+    mail_backend: str
+    mail_host: str
+    mail_port: int
+    mail_username: Optional[str]
+    mail_password: Optional[str] = dataclasses.field(repr=False)
+    mail_use_ssl: bool
+    mail_starttls: bool
+    mail_timeout: float
+    mail_dir: Path
+    mail_outbox: Path
+    odbc_driver: str
+    ping_url: Optional[str]
+    geoip_dir: Path
+    maxmind_account_id: Optional[str]
+    maxmind_license_key: Optional[str] = dataclasses.field(repr=False)
+    maxmind_url: str
+    offline_tools_secure_domain: str
+    env_file: Optional[Path]
+
+    def secrets(self):
+        """Return the secret values set, for masking."""
+        return [s for s in (self.mail_password, self.maxmind_license_key) if s]
+
+
+def find_env_file(environ: Mapping[str, str], cwd: Optional[Path] = None) -> Optional[Path]:
+    """Given the environment, return the ``.env`` file to read, or None.
+
+    Raise ConfigError when ``CIOC_ENV_FILE`` names a file that does not exist.
+    """
+    named = environ.get("CIOC_ENV_FILE")
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise ConfigError(f"CIOC_ENV_FILE: no such file {named}")
+        return path
+    local = (cwd or Path.cwd()) / ".env"
+    if local.is_file():
+        return local
+    tools = Path(environ.get("CIOC_TOOLS_PATH") or _platform_default("CIOC_TOOLS_PATH"))
+    candidate = tools / ".env"
+    try:
+        return candidate if candidate.is_file() else None
+    except OSError:
+        return None
+
+
+def read_env_file(path: Path) -> dict:
+    """Return the ``CIOC_*`` and other values of a ``.env`` file, without touching os.environ."""
+    from dotenv import dotenv_values
+
+    try:
+        values = dotenv_values(path, encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read {path}: {error.__class__.__name__}") from None
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def load(environ: Optional[Mapping[str, str]] = None, cwd: Optional[Path] = None) -> Settings:
+    """Given an environment (default ``os.environ``), return the Settings.
+
+    Raise ConfigError naming the variable when a value is bad.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    env_file = find_env_file(environ, cwd)
+    merged = dict(read_env_file(env_file)) if env_file else {}
+    merged.update({k: v for k, v in environ.items()})
+    return from_mapping(merged, env_file)
+
+
+def _platform_default(name):
+    windows, other = PLATFORM_DEFAULTS[name]
+    return windows if WINDOWS else other
+
+
+def _text(values, name, default=None):
+    value = values.get(name)
+    if value is None or value.strip() == "":
+        return default
+    if any(ch in value for ch in "\r\n\0"):
+        raise ConfigError(f"{name}: line breaks and NUL are not allowed")
+    return value.strip()
+
+
+def _path(values, name, default):
+    return Path(_text(values, name) or default)
+
+
+def _email(values, name):
+    value = _text(values, name)
+    if value is None:
+        return None
+    local, at, domain = value.rpartition("@")
+    if not at or not local or "." not in domain or any(c.isspace() for c in value) or "," in value:
+        raise ConfigError(f"{name}: not an email address: {value!r}")
+    return value
+
+
+def _port(values, name, default):
+    value = _text(values, name)
+    if value is None:
+        return default
+    try:
+        port = int(value)
+    except ValueError:
+        raise ConfigError(f"{name}: not a port number: {value!r}") from None
+    if not 0 < port < 65536:
+        raise ConfigError(f"{name}: port out of range 1-65535: {port}")
+    return port
+
+
+def _seconds(values, name, default):
+    value = _text(values, name)
+    if value is None:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigError(f"{name}: not a number of seconds: {value!r}") from None
+    if not 0 < seconds <= 3600:
+        raise ConfigError(f"{name}: must be between 0 and 3600 seconds: {value}")
+    return seconds
+
+
+def _url(values, name, default=None):
+    value = _text(values, name, default)
+    if value is not None and not value.lower().startswith(("http://", "https://")):
+        raise ConfigError(f"{name}: not an http(s) URL: {value!r}")
+    return value.rstrip("/") if value else value
+
+
+def from_mapping(values: Mapping[str, str], env_file: Optional[Path] = None) -> Settings:
+    """Given every variable as a mapping, return the Settings; raise ConfigError if bad."""
+    tools_path = _path(values, "CIOC_TOOLS_PATH", _platform_default("CIOC_TOOLS_PATH"))
+    state_dir = _path(values, "CIOC_STATE_DIR", tools_path / "state")
+    use_ssl = bool(values.get("CIOC_MAIL_USE_SSL", "").strip())
+    starttls = bool(values.get("CIOC_MAIL_STARTTLS", "").strip())
+    if use_ssl and starttls:
+        raise ConfigError("CIOC_MAIL_STARTTLS: cannot be used with CIOC_MAIL_USE_SSL")
+    backend = (_text(values, "CIOC_MAIL_BACKEND") or "smtp").lower()
+    if backend not in MAIL_BACKENDS:
+        raise ConfigError(
+            f"CIOC_MAIL_BACKEND: {backend!r} is not one of {', '.join(MAIL_BACKENDS)}"
+        )
+    password = values.get("CIOC_MAIL_PASSWORD") or values.get("CIOC_MAil_PASSWORD") or None
+    secure_domain = (_text(values, "CIOC_OFFLINE_TOOLS_SECURE_DOMAIN") or "cioc.ca").lower()
+    return Settings(
+        tools_path=tools_path,
+        virtualservers_base=_path(
+            values, "CIOC_VIRTUALSERVERS_BASE", _platform_default("CIOC_VIRTUALSERVERS_BASE")
+        ),
+        log_root=_path(values, "CIOC_LOG_ROOT", _platform_default("CIOC_LOG_ROOT")),
+        udl_base=_path(values, "CIOC_UDL_BASE", _platform_default("CIOC_UDL_BASE")),
+        state_dir=state_dir,
+        task_notify_email=_email(values, "CIOC_TASK_NOTIFY_EMAIL"),
+        mail_backend=backend,
+        mail_host=_text(values, "CIOC_MAIL_HOST", "127.0.0.1"),
+        mail_port=_port(values, "CIOC_MAIL_PORT", 465 if use_ssl else 25),
+        mail_username=_text(values, "CIOC_MAIL_USERNAME"),
+        mail_password=password,
+        mail_use_ssl=use_ssl,
+        mail_starttls=starttls,
+        mail_timeout=_seconds(values, "CIOC_MAIL_TIMEOUT", 30.0),
+        mail_dir=_path(values, "CIOC_MAIL_DIR", state_dir / "mail"),
+        mail_outbox=_path(values, "CIOC_MAIL_OUTBOX", state_dir / "outbox"),
+        odbc_driver=_text(values, "CIOC_ODBC_DRIVER", DEFAULT_ODBC_DRIVER),
+        ping_url=_url(values, "CIOC_PING_URL"),
+        geoip_dir=_path(values, "CIOC_GEOIP_DIR", tools_path / "geoip"),
+        maxmind_account_id=_text(values, "CIOC_MAXMIND_ACCOUNT_ID"),
+        maxmind_license_key=_text(values, "CIOC_MAXMIND_LICENSE_KEY"),
+        maxmind_url=_url(values, "CIOC_MAXMIND_URL", DEFAULT_MAXMIND_URL),
+        offline_tools_secure_domain=secure_domain,
+        env_file=env_file,
+    )

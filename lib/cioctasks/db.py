@@ -1,0 +1,250 @@
+"""Database connections through ODBC (pyodbc), addressed by the per-site UDL file.
+
+``connect(name, settings)`` opens ``<CIOC_UDL_BASE>/<name>/cron_job_runner.udl`` and returns a
+``Database`` whose ``call(proc, *args)`` runs a CIOC stored procedure and returns every
+result set as a list of dicts. On SQL Server that is an ODBC ``{CALL ...}``; on the sample
+backend (SQLite through the SQLite3 ODBC driver) it is the SQL that ``procs`` keeps for it,
+so scripts never branch on the backend.
+"""
+
+import datetime
+import re
+from pathlib import Path
+
+from cioctasks import udl
+from cioctasks.errors import ConfigError, TaskError
+
+UDL_NAME = "cron_job_runner.udl"
+LOGIN_TIMEOUT = 30
+QUERY_TIMEOUT = 600
+
+
+class DatabaseError(TaskError):
+    """A database that cannot be reached or a statement that failed; exit 1 for that database."""
+
+
+def list_databases(udl_base):
+    """Given the UDL base folder, return the sorted names of folders holding a job-runner UDL."""
+    base = Path(udl_base)
+    try:
+        folders = [p for p in base.iterdir() if p.is_dir()]
+    except OSError:
+        return []
+    return sorted((p.name for p in folders if find_udl(p)), key=str.lower)
+
+
+def find_udl(folder):
+    """Return the path of the job-runner UDL in a folder (any case of its name), or None."""
+    try:
+        for entry in Path(folder).iterdir():
+            if entry.name.lower() == UDL_NAME and entry.is_file():
+                return entry
+    except OSError:
+        pass
+    return None
+
+
+def select_databases(udl_base, wanted):
+    """Given the UDL base and the ``-a`` names (may be empty), return the names to run.
+
+    Names match case-insensitively. Raise ConfigError (exit 2) for an unknown name, listing
+    the known ones.
+    """
+    known = list_databases(udl_base)
+    if not wanted:
+        return known
+    by_lower = {name.lower(): name for name in known}
+    chosen, unknown = [], []
+    for name in wanted:
+        match = by_lower.get(name.lower())
+        if match is None:
+            unknown.append(name)
+        elif match not in chosen:
+            chosen.append(match)
+    if unknown:
+        listed = ", ".join(known) if known else f"none under {udl_base}"
+        raise ConfigError(f"unknown database {', '.join(unknown)}; known: {listed}")
+    return chosen
+
+
+def backend_of(connection_string):
+    """Return ``sample`` for the SQLite ODBC driver, else ``mssql``."""
+    match = re.search(r"(?i)\bdriver\s*=\s*\{?([^;}]*)", connection_string)
+    return "sample" if match and "sqlite" in match.group(1).lower() else "mssql"
+
+
+def _prepare_sample_string(connection_string):
+    # The SQLite3 driver waits this long (ms) for a lock held by another process.
+    if not re.search(r"(?i)\btimeout\s*=", connection_string):
+        connection_string += ";Timeout=30000"
+    return connection_string
+
+
+def connect(name, settings, login_timeout=LOGIN_TIMEOUT, query_timeout=QUERY_TIMEOUT):
+    """Given a database name and Settings, return an open Database.
+
+    Raise UdlError (config, exit 2 for that database) for a bad UDL and DatabaseError when
+    the server cannot be reached. No message holds a password.
+    """
+    folder = Path(settings.udl_base) / name
+    path = find_udl(folder)
+    if path is None:
+        raise ConfigError(f"no {UDL_NAME} in {folder}")
+    connection_string = udl.connection_string(path, settings.odbc_driver)
+    return open_connection(connection_string, name, login_timeout, query_timeout)
+
+
+def open_connection(connection_string, name="database", login_timeout=LOGIN_TIMEOUT,
+                    query_timeout=QUERY_TIMEOUT):
+    """Open an ODBC connection string; return a Database. Raise DatabaseError if it fails."""
+    import pyodbc
+
+    backend = backend_of(connection_string)
+    if backend == "sample":
+        connection_string = _prepare_sample_string(connection_string)
+    try:
+        connection = pyodbc.connect(connection_string, timeout=login_timeout, autocommit=False)
+    except pyodbc.Error as error:
+        raise DatabaseError(f"{name}: cannot connect: {describe(error)}") from None
+    if query_timeout:
+        connection.timeout = int(query_timeout)
+    return Database(connection, name, backend)
+
+
+def describe(error):
+    """Return a one-line, masked description of a pyodbc error."""
+    args = getattr(error, "args", ())
+    text = str(args[1] if len(args) > 1 else args[0] if args else error)
+    text = " ".join(text.split())
+    return udl.mask(text)[:500]
+
+
+def _placeholders(sql, args):
+    """Turn ``:Name`` placeholders into ``?`` and return (sql, ordered values)."""
+    values = []
+
+    def replace(match):
+        key = match.group(1)
+        if key not in args:
+            raise KeyError(key)
+        values.append(args[key])
+        return "?"
+
+    return re.sub(r"(?<![:\w]):([A-Za-z_]\w*)", replace, sql), values
+
+
+class Database:
+    """One open connection. Rows come back as dicts keyed by column name."""
+
+    def __init__(self, connection, name, backend):
+        self.connection = connection
+        self.name = name
+        self.backend = backend
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        try:
+            self.connection.close()
+        except Exception:  # closing a broken connection must not hide the real error
+            pass
+
+    def _cursor(self):
+        return self.connection.cursor()
+
+    def _run(self, cursor, sql, params=()):
+        import pyodbc
+
+        try:
+            cursor.execute(sql, *params)
+        except pyodbc.Error as error:
+            self.rollback()
+            raise DatabaseError(f"{self.name}: {describe(error)}") from None
+
+    @staticmethod
+    def _rows(cursor):
+        if cursor.description is None:
+            return None
+        columns = [c[0] for c in cursor.description]
+        return [dict(zip(columns, row)) for row in cursor.fetchall()]
+
+    def query(self, sql, *params):
+        """Run a SELECT and return its rows as dicts."""
+        cursor = self._cursor()
+        self._run(cursor, sql, params)
+        return self._rows(cursor) or []
+
+    def iterate(self, sql, *params, size=5000):
+        """Run a SELECT and yield (columns, rows) batches of at most ``size`` rows."""
+        import pyodbc
+
+        cursor = self._cursor()
+        self._run(cursor, sql, params)
+        columns = [c[0] for c in cursor.description]
+        while True:
+            try:
+                rows = cursor.fetchmany(size)
+            except pyodbc.Error as error:
+                raise DatabaseError(f"{self.name}: {describe(error)}") from None
+            if not rows:
+                return
+            yield columns, rows
+
+    def execute(self, sql, *params):
+        """Run a statement and commit; return the row count."""
+        cursor = self._cursor()
+        self._run(cursor, sql, params)
+        count = cursor.rowcount
+        self.commit()
+        return count
+
+    def commit(self):
+        self.connection.commit()
+
+    def rollback(self):
+        try:
+            self.connection.rollback()
+        except Exception:  # the connection may already be gone
+            pass
+
+    def call(self, name, *args):
+        """Run a CIOC stored procedure; return its result sets, each a list of dicts.
+
+        Raise DatabaseError if it fails (the transaction is rolled back).
+        """
+        from cioctasks import procs
+
+        proc = procs.get(name)
+        if len(args) != len(proc.params):
+            raise TypeError(f"{name} takes {len(proc.params)} arguments, got {len(args)}")
+        cursor = self._cursor()
+        results = []
+        if self.backend == "sample":
+            named = dict(zip(proc.params, args))
+            for statement in proc.sample:
+                sql, values = _placeholders(statement, named)
+                self._run(cursor, sql, values)
+                rows = self._rows(cursor)
+                if rows is not None:
+                    results.append(rows)
+        else:
+            marks = ", ".join("?" for _ in args)
+            sql = f"{{CALL {proc.name}({marks})}}" if args else f"{{CALL {proc.name}}}"
+            self._run(cursor, sql, args)
+            while True:
+                rows = self._rows(cursor)
+                if rows is not None:
+                    results.append(rows)
+                if not cursor.nextset():
+                    break
+        self.commit()
+        return procs.normalize(proc, self.backend, results)
+
+
+def today():
+    """Return today's date at midnight (a datetime), the way the CIOC procedures use it."""
+    return datetime.datetime.combine(datetime.date.today(), datetime.time())

@@ -1,0 +1,35 @@
+"""Exit codes and the exceptions that carry them.
+
+An expected failure is a ``TaskError`` whose message is the one line a user reads and whose
+``exit_code`` is one of the codes below; anything else is an internal error (70) and keeps
+its traceback in the log.
+"""
+
+OK = 0
+FAILED = 1
+USAGE = 2
+INTERNAL = 70
+LOCKED = 75
+
+
+class TaskError(Exception):
+    """A failure we expected and can explain in one line."""
+
+    exit_code = FAILED
+
+    def __init__(self, message, exit_code=None):
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class ConfigError(TaskError):
+    """A bad or missing setting, flag or configuration file: exit 2."""
+
+    exit_code = USAGE
+
+
+class LockedError(TaskError):
+    """Another run of the task holds its lock: exit 75, not an error mail."""
+
+    exit_code = LOCKED

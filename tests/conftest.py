@@ -1,0 +1,62 @@
+"""Shared fixtures: a clean CIOC environment per test, the sample world, running scripts."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+
+
+def clean_environ(**values):
+    """Return os.environ without any CIOC_* variable, plus ``values``."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CIOC_")}
+    environ["PYTHONUTF8"] = "1"
+    environ.update({k: str(v) for k, v in values.items()})
+    return environ
+
+
+@pytest.fixture
+def cioc_env(tmp_path, monkeypatch):
+    """A CIOC environment whose every folder lies in tmp_path; also set in os.environ."""
+    values = {
+        "CIOC_TOOLS_PATH": tmp_path / "tools",
+        "CIOC_VIRTUALSERVERS_BASE": tmp_path / "VirtualServers",
+        "CIOC_LOG_ROOT": tmp_path / "logs",
+        "CIOC_UDL_BASE": tmp_path / "UDLs",
+        "CIOC_STATE_DIR": tmp_path / "state",
+        "CIOC_MAIL_BACKEND": "file",
+        "CIOC_MAIL_DIR": tmp_path / "mail",
+        "CIOC_MAIL_OUTBOX": tmp_path / "outbox",
+        "CIOC_TASK_NOTIFY_EMAIL": "tasks@example.org",
+        "CIOC_ODBC_DRIVER": "SQLite3",
+    }
+    environ = clean_environ(**values)
+    for key in list(os.environ):
+        if key.startswith("CIOC_"):
+            monkeypatch.delenv(key)
+    for key, value in values.items():
+        monkeypatch.setenv(key, str(value))
+    monkeypatch.chdir(tmp_path)
+    return environ
+
+
+def run_command(args, env, timeout=120, cwd=None, **kwargs):
+    """Run a command as a user would; return the CompletedProcess with text output."""
+    return subprocess.run(
+        [str(a) for a in args], env=env, cwd=cwd, capture_output=True, text=True,
+        encoding="utf-8", errors="replace", timeout=timeout, **kwargs,
+    )
+
+
+def assert_no_traceback(result):
+    assert "Traceback" not in result.stdout, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.fixture
+def python():
+    return sys.executable

@@ -1,0 +1,27 @@
+"""A test task: counts members per database, or fails in the way the flags ask."""
+
+import sys
+import time
+
+import cioctasks
+
+
+def count_members(context, name):
+    if name in context.args.fail_on:
+        raise cioctasks.TaskError(f"asked to fail on {name}")
+    if name in context.args.crash_on:
+        raise RuntimeError(f"crash on {name} Password=hunter2secret")
+    time.sleep(context.args.sleep)
+    with context.connect(name) as database:
+        rows = database.query("SELECT COUNT(*) AS members FROM STP_Member")
+    return f"{rows[0]['members']} members"
+
+
+def add_arguments(parser):
+    parser.add_argument("--fail-on", action="append", default=[])
+    parser.add_argument("--crash-on", action="append", default=[])
+    parser.add_argument("--sleep", type=float, default=0)
+
+
+if __name__ == "__main__":
+    sys.exit(cioctasks.run(count_members, add_arguments, per_database=True))
