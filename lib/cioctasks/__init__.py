@@ -4,7 +4,7 @@ Scripts need one import: ``import cioctasks`` then ``cioctasks.run(...)``. Heavy
 (pyodbc, jinja2, requests) are imported where they are used, so ``--help`` stays fast.
 """
 
-from cioctasks.errors import (  # noqa: F401
+from cioctasks.errors import (  # noqa: F401 (re-exported)
     FAILED,
     INTERNAL,
     LOCKED,

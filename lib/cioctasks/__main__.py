@@ -4,9 +4,7 @@
     python -m cioctasks status [--json]
 """
 
-import json
 import sys
-import time
 
 from cioctasks import runner
 from cioctasks.errors import OK, USAGE
@@ -32,6 +30,8 @@ def format_table(headers, rows):
 
 def check_database(context, name):
     """Connect to one database and run a trivial query; return (backend, seconds)."""
+    import time
+
     started = time.monotonic()
     with context.connect(name, query_timeout=30) as database:
         database.query("SELECT 1 AS ok")
@@ -97,11 +97,13 @@ def check(argv):
         parser.add_argument("--send-test", action="store_true",
                             help="send a test message to CIOC_TASK_NOTIFY_EMAIL")
 
-    return runner.run(run_check, add_arguments, name="check", argv=argv, lock=False,
-                      history=False, print_summary=False, description=check.__doc__)
+    return runner.run(run_check, add_arguments, name="check", argv=argv, command=True,
+                      description=check.__doc__)
 
 
 def run_status(context):
+    import json
+
     from cioctasks import state
 
     runs = state.State(context.settings.state_dir).last_runs()
@@ -118,7 +120,8 @@ def run_status(context):
         print(format_table(("task", "database", "result", "started", "ended", "summary"), rows))
     for run in runs:
         if run["status"] not in ("ok", "running"):
-            context.problems.append(f"{run['task']} {run['database']}: {run['status']}".strip())
+            where = f"{run['task']} {run['database']}".strip()
+            context.problem(f"{where}: last run {run['status']} at {run['started']}")
     return f"{len(runs)} tasks and databases"
 
 
@@ -129,8 +132,8 @@ def status(argv):
     def add_arguments(parser):
         parser.add_argument("--json", action="store_true", help="print JSON for machines")
 
-    return runner.run(run_status, add_arguments, name="status", argv=argv, lock=False,
-                      history=False, print_summary=False, description=status.__doc__)
+    return runner.run(run_status, add_arguments, name="status", argv=argv, command=True,
+                      description=status.__doc__)
 
 
 def main(argv=None):

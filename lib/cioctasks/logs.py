@@ -23,11 +23,15 @@ current_database = contextvars.ContextVar("current_database", default="-")
 class MaskingFormatter(logging.Formatter):
     """Format a record, then mask passwords and known secrets in the whole text."""
 
-    def __init__(self, fmt, secrets=(), **kwargs):
-        super().__init__(fmt, **kwargs)
+    def __init__(self, fmt, secrets=(), tracebacks=True):
+        super().__init__(fmt)
         self.secrets = tuple(secrets)
+        self.tracebacks = tracebacks
 
     def format(self, record):
+        if not self.tracebacks and (record.exc_info or record.exc_text):
+            record = logging.makeLogRecord(record.__dict__)
+            record.exc_info = record.exc_text = None
         return udl.mask(super().format(record), self.secrets)
 
 
@@ -85,7 +89,9 @@ def setup(task, log_root, secrets=(), console_stream=None, verbosity=0, quiet=Fa
             console.setLevel(logging.INFO)
         else:
             console.setLevel(logging.WARNING)
-        console.setFormatter(MaskingFormatter("%(task)s%(where)s: %(message)s", secrets))
+        console.setFormatter(
+            MaskingFormatter("%(task)s%(where)s: %(message)s", secrets, tracebacks=verbosity > 0)
+        )
         console.addFilter(context)
         logger.addHandler(console)
     return logger

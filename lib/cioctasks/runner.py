@@ -8,23 +8,14 @@ A failing database never stops the others.
 """
 
 import argparse
-import concurrent.futures
-import dataclasses
-import io
-import logging
 import os
-import socket
 import sys
-import time
-import traceback
-from pathlib import Path
-from typing import Any, List, Optional
 
 import cioctasks
-from cioctasks import config, logs, udl
-from cioctasks.errors import FAILED, INTERNAL, LOCKED, OK, USAGE, ConfigError, TaskError
+from cioctasks.errors import OK, ConfigError
 
-PING_TIMEOUT = 10
+# The run itself lives in ``taskrun`` and is imported once the arguments are parsed, so
+# that ``--help`` costs little more than starting Python (benchmarks/startup.py).
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -35,68 +26,17 @@ class ArgumentParser(argparse.ArgumentParser):
         raise ConfigError(f"{self.prog}: {message}")
 
 
-@dataclasses.dataclass
-class Context:
-    """What a task function gets: its arguments, the settings, a logger, the run state."""
-
-    task: str
-    args: argparse.Namespace
-    settings: config.Settings
-    log: logging.Logger
-    state: Any
-    database: Optional[str] = None
-    problems: List[str] = dataclasses.field(default_factory=list)
-    _mailer: Any = None
-
-    @property
-    def dry_run(self):
-        return bool(getattr(self.args, "dry_run", False))
-
-    @property
-    def mailer(self):
-        """The run's Mailer (shared by every database of the run)."""
-        if self._mailer is None:
-            from cioctasks import mail
-
-            self._mailer = mail.Mailer(self.settings, dry_run=self.dry_run, log=self.log)
-        return self._mailer
-
-    def connect(self, name=None, query_timeout=None):
-        """Open the database of this run (or ``name``) with the runner's timeouts."""
-        from cioctasks import db
-
-        timeout = query_timeout or getattr(self.args, "timeout", None) or db.QUERY_TIMEOUT
-        return db.connect(name or self.database, self.settings, query_timeout=timeout)
-
-    def problem(self, message):
-        """Record a failure and go on: the run ends with exit 1 and reports it."""
-        self.log.error(message)
-        self.problems.append(message)
-
-    def for_database(self, name):
-        return dataclasses.replace(self, database=name, problems=[])
-
-
-@dataclasses.dataclass
-class Outcome:
-    database: str
-    status: str  # ok, failed, error (internal)
-    exit_code: int
-    summary: str
-    seconds: float
-
-
 def has_console():
     """True when standard streams exist (not pythonw.exe, not closed by the scheduler)."""
     if sys.stdout is None or sys.stderr is None:
         return False
-    return Path(sys.executable).stem.lower() != "pythonw"
+    return os.path.basename(sys.executable).lower().split(".")[0] != "pythonw"
 
 
 def task_name_of(task):
     module = sys.modules.get(task.__module__)
     path = getattr(module, "__file__", None) or sys.argv[0] or task.__name__
-    return Path(path).stem
+    return os.path.splitext(os.path.basename(path))[0]
 
 
 def build_parser(name, description, per_database, add_arguments):
@@ -125,121 +65,18 @@ def build_parser(name, description, per_database, add_arguments):
     return parser
 
 
-def ping(settings, name, what, body="", log=None):
-    """Ping the healthchecks-style URL: ``/start``, ``/<exit code>``. Never raises."""
-    if not settings.ping_url:
-        return
-    import urllib.request
-
-    url = f"{settings.ping_url}/{name}/{what}"
-    try:
-        request = urllib.request.Request(url, data=body.encode("utf-8")[:100_000], method="POST")
-        with urllib.request.urlopen(request, timeout=PING_TIMEOUT) as response:
-            response.read(1024)
-    except Exception as error:  # a monitoring failure must never hide the task's result
-        if log:
-            log.warning("ping %s failed: %s", udl.mask(url, settings.secrets()),
-                        udl.mask(str(error), settings.secrets()))
-
-
-def _run_one(task, context, name):
-    token = logs.current_database.set(name or "-")
-    started = time.monotonic()
-    run_id = None if context.dry_run else context.state.start_run(context.task, name or "")
-    try:
-        if name is None:
-            summary = task(context)
-        else:
-            summary = task(context, name)
-        if context.problems:
-            status, code = "failed", FAILED
-            summary = "; ".join(filter(None, [summary, *context.problems]))
-        else:
-            status, code = "ok", OK
-    except TaskError as error:
-        context.log.error("%s", error)
-        if context.args.verbose:
-            context.log.debug("details", exc_info=True)
-        status, code, summary = "failed", FAILED, str(error)
-    except Exception as error:
-        context.log.error("internal error: %s: %s", error.__class__.__name__, error, exc_info=True)
-        status, code = "error", INTERNAL
-        summary = f"internal error: {error.__class__.__name__}: {error}"
-    finally:
-        logs.current_database.reset(token)
-    summary = udl.mask(str(summary or ""), context.settings.secrets())
-    seconds = time.monotonic() - started
-    if run_id is not None:
-        context.state.finish_run(run_id, status, code, summary)
-    return Outcome(name or "", status, code, summary, seconds)
-
-
-def _run_all(task, context, databases, jobs):
-    if databases is None:
-        return [_run_one(task, context, None)]
-    if jobs <= 1 or len(databases) <= 1:
-        return [_run_one(task, context.for_database(name), name) for name in databases]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [
-            pool.submit(_run_one, task, context.for_database(name), name) for name in databases
-        ]
-        return [future.result() for future in futures]
-
-
-def report_text(name, outcomes, problems):
-    host = socket.gethostname()
-    lines = [f"{name} on {host}:", ""]
-    for outcome in outcomes:
-        where = outcome.database or name
-        lines.append(f"- {where}: {outcome.status} ({outcome.seconds:.1f}s) {outcome.summary}")
-    for problem in problems:
-        lines.append(f"- {problem}")
-    return "\n".join(lines) + "\n"
-
-
-def send_report(settings, name, text, log, dry_run):
-    """Mail a failure report to CIOC_TASK_NOTIFY_EMAIL (to and from). Never raises."""
-    if not settings.task_notify_email:
-        log.error("CIOC_TASK_NOTIFY_EMAIL is not set: this failure cannot be mailed")
-        return
-    try:
-        from cioctasks import mail
-
-        message = mail.Message(
-            to=settings.task_notify_email,
-            sender=settings.task_notify_email,
-            subject=f"[cioctasks] {name} failed on {socket.gethostname()}",
-            text=udl.mask(text, settings.secrets()),
-        )
-        mailer = mail.Mailer(settings, dry_run=dry_run, log=log)
-        with mailer.session() as session:
-            status = session.send(message)
-        log.info("failure report %s to %s", status, settings.task_notify_email)
-    except Exception as error:  # the report must not replace the failure it reports
-        log.error("cannot mail the failure report: %s", udl.mask(str(error), settings.secrets()))
-
-
-def _early_failure(message, code, console, settings=None, name="cioctasks"):
-    """Report a failure that happened before logging was set up."""
-    if console:
-        print(f"{name}: error: {message}", file=sys.stderr)
-        return code
-    # No console and maybe no settings: the last resort is mail if settings loaded.
-    if settings is not None:
-        log = logging.getLogger("cioctasks.early")
-        send_report(settings, name, f"{message}\n", log, dry_run=False)
-    return code
-
-
 def run(task, add_arguments=None, *, per_database=False, name=None, description=None,
-        argv=None, environ=None, lock=True, history=True, print_summary=True):
+        argv=None, environ=None, command=False):
     """Run ``task`` as a script and return its exit code.
 
     ``task(context)``, or ``task(context, database_name)`` when ``per_database``, returns a
     one-line summary; it raises TaskError to fail (that database), or calls
-    ``context.problem`` to record a failure and go on. ``lock``, ``history`` and
-    ``print_summary`` are off for the built-in commands, which print their own table.
+    ``context.problem`` to record a failure and go on. A built-in ``command`` (check,
+    status) takes no lock, keeps no history, leaves the outbox alone and prints its own
+    output instead of the run summary.
     """
+    import io
+
     console = has_console()
     if not console:
         # pythonw.exe: no streams. Until the log is open, keep output in memory.
@@ -249,144 +86,16 @@ def run(task, add_arguments=None, *, per_database=False, name=None, description=
     if description is None:
         description = getattr(sys.modules.get(task.__module__), "__doc__", None)
     parser = build_parser(name, description, per_database, add_arguments)
-    settings = None
+    args, usage_error = None, None
     try:
         args = parser.parse_args(argv)
-        settings = config.load(environ)
         if per_database and args.jobs < 1:
             raise ConfigError(f"{name}: --jobs must be at least 1")
     except ConfigError as error:
-        return _early_failure(str(error), USAGE, console, settings, name)
+        usage_error = error
     except SystemExit as exit:  # --help and --version
         return exit.code or OK
+    from cioctasks import taskrun
 
-    try:
-        log = logs.setup(
-            name, settings.log_root, settings.secrets(),
-            console_stream=sys.stderr if console else None,
-            verbosity=args.verbose, quiet=args.quiet,
-        )
-    except ConfigError as error:
-        return _early_failure(str(error), USAGE, console, settings, name)
-    if not console:
-        sys.stdout = logs.LogStream(log, logging.INFO)
-        sys.stderr = logs.LogStream(log, logging.ERROR)
-
-    try:
-        return _run_locked(task, name, args, settings, log, console, per_database, lock,
-                           history, print_summary)
-    except Exception as error:  # the last net: never a silent death under the scheduler
-        log.critical("internal error: %s", error, exc_info=True)
-        if not console or args.notify_errors:
-            send_report(settings, name, traceback.format_exc(), log, args.dry_run)
-        elif args.verbose:
-            traceback.print_exc()
-        else:
-            print(f"{name}: internal error: {udl.mask(str(error), settings.secrets())} "
-                  f"(see {logs.log_path(settings.log_root, name)})", file=sys.stderr)
-        return INTERNAL
-    finally:
-        logging.shutdown()
-
-
-def _run_locked(task, name, args, settings, log, console, per_database, use_lock, history,
-                print_summary):
-    from cioctasks import lock as locking
-
-    held = None
-    if use_lock:
-        try:
-            held = locking.TaskLock(Path(settings.state_dir) / "locks", name).acquire()
-        except TaskError as error:
-            log.warning("%s", error)
-            if console and args.quiet:
-                print(f"{name}: {error}", file=sys.stderr)
-            return error.exit_code if error.exit_code == LOCKED else USAGE
-    try:
-        return _run_body(task, name, args, settings, log, console, per_database, history,
-                         print_summary)
-    finally:
-        if held:
-            held.release()
-
-
-def _run_body(task, name, args, settings, log, console, per_database, history, print_summary):
-    from cioctasks import db
-    from cioctasks import state as run_state
-
-    try:
-        state = run_state.State(settings.state_dir) if history else None
-    except ConfigError as error:
-        log.error("%s", error)
-        return USAGE
-    context = Context(task=name, args=args, settings=settings, log=log, state=_NoState()
-                      if state is None else state)
-    dry = " (dry run)" if args.dry_run else ""
-    log.info("start%s", dry)
-    if not args.dry_run:
-        ping(settings, name, "start", log=log)
-    problems = []
-    try:
-        databases = None
-        if per_database:
-            try:
-                databases = db.select_databases(settings.udl_base, args.database)
-            except ConfigError as error:
-                log.error("%s", error)
-                if not console or args.notify_errors:
-                    send_report(settings, name, f"{error}\n", log, args.dry_run)
-                return USAGE
-            if not databases:
-                problems.append(f"no databases under {settings.udl_base}")
-        if not args.dry_run and settings.mail_backend == "smtp":
-            _flush_outbox(context, problems)
-        outcomes = _run_all(task, context, databases, getattr(args, "jobs", 1))
-        if context._mailer is not None:
-            problems.extend(context._mailer.problems)
-    finally:
-        if state is not None:
-            state.close()
-
-    failed = [o for o in outcomes if o.status != "ok"]
-    code = OK
-    if failed or problems:
-        code = INTERNAL if any(o.exit_code == INTERNAL for o in failed) else FAILED
-    for outcome in outcomes:
-        where = f"{outcome.database}: " if outcome.database else ""
-        log.info("%s%s (%.1fs) %s", where, outcome.status, outcome.seconds, outcome.summary)
-    summary = report_text(name, outcomes, problems)
-    if console and print_summary and not args.quiet:
-        for outcome in outcomes:
-            where = outcome.database or name
-            print(f"{where}: {outcome.status} ({outcome.seconds:.1f}s) {outcome.summary}{dry}")
-    if code != OK:
-        for problem in problems:
-            log.error("%s", problem)
-        if console:
-            names = ", ".join(o.database or name for o in failed) or "see the log"
-            print(f"{name}: failed: {names}", file=sys.stderr)
-        if not console or args.notify_errors:
-            send_report(settings, name, summary, log, args.dry_run)
-    log.info("end: exit %d", code)
-    if not args.dry_run:
-        ping(settings, name, str(code), summary, log=log)
-    return code
-
-
-def _flush_outbox(context, problems):
-    try:
-        report = context.mailer.flush_outbox()
-    except Exception as error:  # a broken outbox must not stop the task itself
-        problems.append(f"outbox: {udl.mask(str(error), context.settings.secrets())}")
-        return
-    if report.sent or report.failed:
-        context.log.info("outbox: %d sent, %d left, %d failed", report.sent, report.remaining,
-                         report.failed)
-
-
-class _NoState:
-    """Stands in for the run state where a command keeps no history (``status``): with
-    no run id, ``_run_one`` records nothing."""
-
-    def start_run(self, task, database=""):
-        return None
+    return taskrun.execute(task, name, args, usage_error, console, per_database, command,
+                           environ)

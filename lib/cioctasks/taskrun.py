@@ -1,0 +1,317 @@
+"""One run of a task once its arguments are parsed (see ``runner``): settings, logging, the
+lock, the outbox, the database fan-out, run history, pings, the failure report.
+"""
+
+import concurrent.futures
+import logging
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from cioctasks import config, logs, udl
+from cioctasks.errors import FAILED, INTERNAL, LOCKED, OK, USAGE, ConfigError, TaskError
+
+PING_TIMEOUT = 10
+
+
+class Context:
+    """What a task function gets: its arguments, the settings, a logger, the run state, and
+    for a per-database task the database name."""
+
+    def __init__(self, task, args, settings, log, state, database=None):
+        self.task = task
+        self.args = args
+        self.settings = settings
+        self.log = log
+        self.state = state
+        self.database = database
+        self.problems = []
+        self._mailer = None
+
+    @property
+    def dry_run(self):
+        return bool(getattr(self.args, "dry_run", False))
+
+    @property
+    def mailer(self):
+        """The run's Mailer, created on first use."""
+        if self._mailer is None:
+            from cioctasks import mail
+
+            self._mailer = mail.Mailer(self.settings, dry_run=self.dry_run, log=self.log)
+        return self._mailer
+
+    def connect(self, name=None, query_timeout=None):
+        """Open the database of this run (or ``name``) with the runner's timeouts."""
+        from cioctasks import db
+
+        timeout = query_timeout or getattr(self.args, "timeout", None) or db.QUERY_TIMEOUT
+        return db.connect(name or self.database, self.settings, query_timeout=timeout)
+
+    def problem(self, message):
+        """Record a failure and go on: the run ends with exit 1 and reports it."""
+        self.log.error(message)
+        self.problems.append(message)
+
+    def for_database(self, name):
+        """A context for one database; it has its own problems and its own mailer."""
+        return Context(self.task, self.args, self.settings, self.log, self.state, name)
+
+
+class Outcome:
+    """How one run (of one database) ended."""
+
+    def __init__(self, database, status, exit_code, summary, seconds):
+        self.database = database
+        self.status = status  # ok, failed, error (internal)
+        self.exit_code = exit_code
+        self.summary = summary
+        self.seconds = seconds
+
+
+def ping(settings, name, what, body="", log=None):
+    """Ping the healthchecks-style URL: ``/start``, ``/<exit code>``. Never raises."""
+    if not settings.ping_url:
+        return
+    import urllib.request
+
+    url = f"{settings.ping_url}/{name}/{what}"
+    try:
+        request = urllib.request.Request(url, data=body.encode("utf-8")[:100_000], method="POST")
+        with urllib.request.urlopen(request, timeout=PING_TIMEOUT) as response:
+            response.read(1024)
+    except Exception as error:  # a monitoring failure must never hide the task's result
+        if log:
+            log.warning("ping %s failed: %s", udl.mask(url, settings.secrets()),
+                        udl.mask(str(error), settings.secrets()))
+
+
+def _run_one(task, context, name):
+    token = logs.current_database.set(name or "-")
+    started = time.monotonic()
+    run_id = None if context.dry_run else context.state.start_run(context.task, name or "")
+    try:
+        if name is None:
+            summary = task(context)
+        else:
+            summary = task(context, name)
+        if context.problems:
+            status, code = "failed", FAILED
+            summary = "; ".join(filter(None, [summary, *context.problems]))
+        else:
+            status, code = "ok", OK
+    except TaskError as error:
+        context.log.error("%s", error)
+        if context.args.verbose:
+            context.log.debug("details", exc_info=True)
+        status, code, summary = "failed", FAILED, str(error)
+    except Exception as error:
+        context.log.error("internal error: %s: %s", error.__class__.__name__, error, exc_info=True)
+        status, code = "error", INTERNAL
+        summary = f"internal error: {error.__class__.__name__}: {error}"
+    finally:
+        logs.current_database.reset(token)
+    summary = udl.mask(str(summary or ""), context.settings.secrets())
+    seconds = time.monotonic() - started
+    if run_id is not None:
+        context.state.finish_run(run_id, status, code, summary)
+    return Outcome(name or "", status, code, summary, seconds)
+
+
+def _run_all(task, context, databases, jobs):
+    if databases is None:
+        return [_run_one(task, context, None)]
+    if jobs <= 1 or len(databases) <= 1:
+        return [_run_one(task, context.for_database(name), name) for name in databases]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [
+            pool.submit(_run_one, task, context.for_database(name), name) for name in databases
+        ]
+        return [future.result() for future in futures]
+
+
+def report_text(name, outcomes, problems):
+    host = socket.gethostname()
+    lines = [f"{name} on {host}:", ""]
+    for outcome in outcomes:
+        where = outcome.database or name
+        lines.append(f"- {where}: {outcome.status} ({outcome.seconds:.1f}s) {outcome.summary}")
+    for problem in problems:
+        lines.append(f"- {problem}")
+    return "\n".join(lines) + "\n"
+
+
+def send_report(settings, name, text, log, dry_run):
+    """Mail a failure report to CIOC_TASK_NOTIFY_EMAIL (to and from). Never raises."""
+    if not settings.task_notify_email:
+        log.error("CIOC_TASK_NOTIFY_EMAIL is not set: this failure cannot be mailed")
+        return
+    try:
+        from cioctasks import mail
+
+        message = mail.Message(
+            to=settings.task_notify_email,
+            sender=settings.task_notify_email,
+            subject=f"[cioctasks] {name} failed on {socket.gethostname()}",
+            text=udl.mask(text, settings.secrets()),
+        )
+        mailer = mail.Mailer(settings, dry_run=dry_run, log=log)
+        with mailer.session() as session:
+            status = session.send(message)
+        log.info("failure report %s to %s", status, settings.task_notify_email)
+    except Exception as error:  # the report must not replace the failure it reports
+        log.error("cannot mail the failure report: %s", udl.mask(str(error), settings.secrets()))
+
+
+def _early_failure(message, code, console, settings=None, name="cioctasks"):
+    """Report a failure that happened before logging was set up."""
+    if console:
+        print(f"{name}: error: {message}", file=sys.stderr)
+        return code
+    # No console and maybe no settings: the last resort is mail if settings loaded.
+    if settings is not None:
+        log = logging.getLogger("cioctasks.early")
+        send_report(settings, name, f"{message}\n", log, dry_run=False)
+    return code
+
+
+def execute(task, name, args, usage_error, console, per_database, command, environ=None):
+    """Load the settings, set up logging and run; return the exit code."""
+    settings = None
+    try:
+        settings = config.load(environ)
+        if usage_error is not None:
+            raise usage_error
+    except ConfigError as error:
+        return _early_failure(str(error), USAGE, console, settings, name)
+
+    try:
+        log = logs.setup(
+            name, settings.log_root, settings.secrets(),
+            console_stream=sys.stderr if console else None,
+            verbosity=args.verbose, quiet=args.quiet,
+        )
+    except ConfigError as error:
+        return _early_failure(str(error), USAGE, console, settings, name)
+    if not console:
+        sys.stdout = logs.LogStream(log, logging.INFO)
+        sys.stderr = logs.LogStream(log, logging.ERROR)
+
+    try:
+        return _run_locked(task, name, args, settings, log, console, per_database, command)
+    except Exception as error:  # the last net: never a silent death under the scheduler
+        log.critical("internal error: %s", error, exc_info=True)
+        if not console or args.notify_errors:
+            send_report(settings, name, traceback.format_exc(), log, args.dry_run)
+        elif args.verbose:
+            traceback.print_exc()
+        else:
+            print(f"{name}: internal error: {udl.mask(str(error), settings.secrets())} "
+                  f"(see {logs.log_path(settings.log_root, name)})", file=sys.stderr)
+        return INTERNAL
+    finally:
+        logging.shutdown()
+
+
+def _run_locked(task, name, args, settings, log, console, per_database, command):
+    from cioctasks import lock as locking
+
+    held = None
+    if not command:
+        try:
+            held = locking.TaskLock(Path(settings.state_dir) / "locks", name).acquire()
+        except TaskError as error:
+            log.warning("%s", error)
+            if console and args.quiet:
+                print(f"{name}: {error}", file=sys.stderr)
+            return error.exit_code if error.exit_code == LOCKED else USAGE
+    try:
+        return _run_body(task, name, args, settings, log, console, per_database, command)
+    finally:
+        if held:
+            held.release()
+
+
+def _run_body(task, name, args, settings, log, console, per_database, command):
+    from cioctasks import db
+    from cioctasks import state as run_state
+
+    try:
+        state = None if command else run_state.State(settings.state_dir)
+    except ConfigError as error:
+        log.error("%s", error)
+        return USAGE
+    context = Context(task=name, args=args, settings=settings, log=log, state=_NoState()
+                      if state is None else state)
+    dry = " (dry run)" if args.dry_run else ""
+    log.info("start%s", dry)
+    pinging = not (command or args.dry_run)
+    if pinging:
+        ping(settings, name, "start", log=log)
+    problems = []
+    try:
+        databases = None
+        if per_database:
+            try:
+                databases = db.select_databases(settings.udl_base, args.database)
+            except ConfigError as error:
+                log.error("%s", error)
+                if not console or args.notify_errors:
+                    send_report(settings, name, f"{error}\n", log, args.dry_run)
+                return USAGE
+            if not databases:
+                problems.append(f"no databases under {settings.udl_base}")
+        if not (command or args.dry_run) and settings.mail_backend == "smtp":
+            _flush_outbox(context, problems)
+        outcomes = _run_all(task, context, databases, getattr(args, "jobs", 1))
+        if context._mailer is not None:
+            problems.extend(context._mailer.problems)
+    finally:
+        if state is not None:
+            state.close()
+
+    failed = [o for o in outcomes if o.status != "ok"]
+    code = OK
+    if failed or problems:
+        code = INTERNAL if any(o.exit_code == INTERNAL for o in failed) else FAILED
+    for outcome in outcomes:
+        where = f"{outcome.database}: " if outcome.database else ""
+        log.info("%s%s (%.1fs) %s", where, outcome.status, outcome.seconds, outcome.summary)
+    summary = report_text(name, outcomes, problems)
+    if console and not command and not args.quiet:
+        for outcome in outcomes:
+            where = outcome.database or name
+            print(f"{where}: {outcome.status} ({outcome.seconds:.1f}s) {outcome.summary}{dry}")
+    if code != OK:
+        for problem in problems:
+            log.error("%s", problem)
+        if console and per_database:
+            names = ", ".join(o.database for o in failed) or "see the log"
+            print(f"{name}: failed: {names}", file=sys.stderr)
+        if not console or args.notify_errors:
+            send_report(settings, name, summary, log, args.dry_run)
+    log.info("end: exit %d", code)
+    if pinging:
+        ping(settings, name, str(code), summary, log=log)
+    return code
+
+
+def _flush_outbox(context, problems):
+    try:
+        report = context.mailer.flush_outbox()
+    except Exception as error:  # a broken outbox must not stop the task itself
+        problems.append(f"outbox: {udl.mask(str(error), context.settings.secrets())}")
+        return
+    if report.sent or report.failed:
+        context.log.info("outbox: %d sent, %d left, %d failed", report.sent, report.remaining,
+                         report.failed)
+
+
+class _NoState:
+    """Stands in for the run state where a command keeps no history (``status``): with
+    no run id, ``_run_one`` records nothing."""
+
+    def start_run(self, task, database=""):
+        return None

@@ -1,0 +1,158 @@
+"""The runner as a user meets it: scripts run as subprocesses, with real servers."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import SCRIPTS, assert_no_traceback, run_command
+
+PLAIN = SCRIPTS / "plain_task.py"
+
+
+def start_holding_the_lock(env, tmp_path, seconds=30):
+    process = subprocess.Popen(
+        [sys.executable, str(PLAIN), "--sleep", str(seconds)], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    log = tmp_path / "logs" / "cioctasks" / "plain_task.log"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if log.exists() and " start" in log.read_text(encoding="utf-8"):
+            return process
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError("the first run never started")
+
+
+def test_a_finished_run_prints_its_summary_and_is_recorded(cioc_env, tmp_path):
+    result = run_command([sys.executable, PLAIN], cioc_env)
+    assert result.returncode == 0, result.stderr
+    assert "plain_task: ok" in result.stdout and "work done" in result.stdout
+    status = run_command([sys.executable, "-m", "cioctasks", "status", "--json"], cioc_env)
+    assert status.returncode == 0, status.stderr
+    runs = json.loads(status.stdout)
+    assert [(r["task"], r["status"], r["exit_code"]) for r in runs] == [("plain_task", "ok", 0)]
+
+
+def test_a_second_run_exits_75_naming_the_holder_and_a_killed_holder_frees_the_lock(cioc_env, tmp_path):
+    holder = start_holding_the_lock(cioc_env, tmp_path)
+    try:
+        second = run_command([sys.executable, PLAIN], cioc_env)
+        assert second.returncode == 75
+        assert f"pid {holder.pid}" in second.stderr
+        assert "already running" in second.stderr
+        assert_no_traceback(second)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    third = run_command([sys.executable, PLAIN], cioc_env)
+    assert third.returncode == 0, third.stderr
+
+
+def test_a_bad_flag_is_one_line_and_exit_2(cioc_env):
+    result = run_command([sys.executable, PLAIN, "--no-such-flag"], cioc_env)
+    assert result.returncode == 2
+    assert_no_traceback(result)
+    assert "unrecognized arguments: --no-such-flag" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+
+
+def test_help_comes_from_the_script_docstring(cioc_env):
+    result = run_command([sys.executable, PLAIN, "--help"], cioc_env)
+    assert result.returncode == 0
+    assert "A test task without databases" in result.stdout
+    for flag in ("--dry-run", "--verbose", "--quiet", "--notify-errors", "--version"):
+        assert flag in result.stdout
+
+
+def test_an_expected_failure_is_one_masked_line_and_exit_1(cioc_env, tmp_path):
+    result = run_command([sys.executable, PLAIN, "--fail"], cioc_env)
+    assert result.returncode == 1
+    assert_no_traceback(result)
+    assert "the work failed" in result.stderr
+    assert "hunter2secret" not in result.stderr + result.stdout
+    log = (tmp_path / "logs" / "cioctasks" / "plain_task.log").read_text(encoding="utf-8")
+    assert "hunter2secret" not in log and "Password=***" in log
+
+
+def test_a_crash_is_exit_70_with_the_traceback_in_the_log_and_on_the_console_only_with_v(cioc_env, tmp_path):
+    result = run_command([sys.executable, PLAIN, "--crash"], cioc_env)
+    assert result.returncode == 70
+    assert_no_traceback(result)
+    assert "ZeroDivisionError: crashed on purpose" in result.stderr
+    log = (tmp_path / "logs" / "cioctasks" / "plain_task.log").read_text(encoding="utf-8")
+    assert "Traceback" in log
+    verbose = run_command([sys.executable, PLAIN, "--crash", "-v"], cioc_env)
+    assert verbose.returncode == 70 and "Traceback" in verbose.stderr
+
+
+def test_pings_mark_start_and_exit_code_and_a_dead_ping_server_changes_nothing(cioc_env, httpserver):
+    httpserver.expect_request("/key/plain_task/start", method="POST").respond_with_data("OK")
+    httpserver.expect_request("/key/plain_task/1", method="POST").respond_with_data("OK")
+    env = dict(cioc_env, CIOC_PING_URL=httpserver.url_for("/key"))
+    result = run_command([sys.executable, PLAIN, "--fail"], env)
+    assert result.returncode == 1
+    paths = [request.path for request, _ in httpserver.log]
+    assert paths == ["/key/plain_task/start", "/key/plain_task/1"]
+    assert b"the work failed" in httpserver.log[1][0].data
+    dead = dict(cioc_env, CIOC_PING_URL="http://127.0.0.1:9/key")
+    result = run_command([sys.executable, PLAIN], dead)
+    assert result.returncode == 0, result.stderr
+    assert "ping" in result.stderr and "failed" in result.stderr
+
+
+def test_dry_run_records_no_history_and_pings_nothing(cioc_env, httpserver):
+    env = dict(cioc_env, CIOC_PING_URL=httpserver.url_for("/key"))
+    result = run_command([sys.executable, PLAIN, "--dry-run"], env)
+    assert result.returncode == 0
+    assert "(dry run)" in result.stdout
+    assert httpserver.log == []
+    status = run_command([sys.executable, "-m", "cioctasks", "status"], env)
+    assert "no runs recorded yet" in status.stdout
+
+
+def run_without_streams(args, env):
+    """Run a command with stdin, stdout and stderr closed, as pythonw.exe leaves them."""
+    return subprocess.run(
+        ["sh", "-c", 'exec "$@" <&- >&- 2>&-', "sh", *[str(a) for a in args]],
+        env=env, timeout=120,
+    )
+
+
+def test_without_a_console_a_failure_arrives_by_mail_with_its_traceback(cioc_env, tmp_path):
+    from smtpserver import SMTPServer
+
+    with SMTPServer() as server:
+        env = dict(cioc_env, CIOC_MAIL_BACKEND="smtp", CIOC_MAIL_HOST="127.0.0.1",
+                   CIOC_MAIL_PORT=str(server.port))
+        result = run_without_streams([sys.executable, PLAIN, "--crash"], env)
+        assert result.returncode == 70
+        server.wait_for(1, timeout=20)
+        message = server.messages[0]
+    assert message["To"] == "tasks@example.org" and message["From"] == "tasks@example.org"
+    assert "plain_task failed" in message["Subject"]
+    body = message.get_body(("plain",)).get_content()
+    assert "ZeroDivisionError: crashed on purpose" in body
+    log = (tmp_path / "logs" / "cioctasks" / "plain_task.log").read_text(encoding="utf-8")
+    assert "stray output from the task" in log
+    assert "Traceback" in log
+
+
+def test_without_a_console_a_bad_flag_is_mailed_too(cioc_env):
+    from smtpserver import SMTPServer
+
+    with SMTPServer() as server:
+        env = dict(cioc_env, CIOC_MAIL_BACKEND="smtp", CIOC_MAIL_PORT=str(server.port))
+        result = run_without_streams([sys.executable, PLAIN, "--no-such-flag"], env)
+        assert result.returncode == 2
+        server.wait_for(1, timeout=20)
+        body = server.messages[0].get_body(("plain",)).get_content()
+    assert "unrecognized arguments: --no-such-flag" in body
+
+
+def test_an_unknown_command_lists_the_commands(cioc_env):
+    result = run_command([sys.executable, "-m", "cioctasks", "frobnicate"], cioc_env)
+    assert result.returncode == 2
+    assert "check" in result.stderr and "status" in result.stderr
