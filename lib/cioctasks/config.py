@@ -9,6 +9,7 @@ variable, never a traceback.
 import dataclasses
 import os
 import sys
+import types
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -58,6 +59,9 @@ class Settings:
     maxmind_url: str
     offline_tools_secure_domain: str
     env_file: Optional[Path]
+    #: Every variable as read (environment over .env), for task-specific settings: read
+    #: them with ``setting_text``/``setting_email`` so a bad one is a ConfigError too.
+    values: Mapping[str, str] = dataclasses.field(repr=False, default_factory=dict)
 
     def secrets(self):
         """Return the secret values set, for masking."""
@@ -212,4 +216,20 @@ def from_mapping(values: Mapping[str, str], env_file: Optional[Path] = None) -> 
         maxmind_url=_url(values, "CIOC_MAXMIND_URL", DEFAULT_MAXMIND_URL),
         offline_tools_secure_domain=secure_domain,
         env_file=env_file,
+        values=types.MappingProxyType(dict(values)),
     )
+
+
+def setting_text(settings, name, default=None):
+    """Return a task-specific variable (stripped), or ``default``; ConfigError if bad."""
+    return _text(settings.values, name, default)
+
+
+def setting_emails(settings, name):
+    """Return a comma-separated list of addresses from a variable; ConfigError if bad."""
+    text = _text(settings.values, name)
+    addresses = []
+    for part in (text or "").split(","):
+        if part.strip():
+            addresses.append(_email({name: part}, name))
+    return addresses
