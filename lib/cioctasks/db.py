@@ -120,17 +120,19 @@ def describe(error):
 
 
 def _placeholders(sql, args):
-    """Turn ``:Name`` placeholders into ``?`` and return (sql, ordered values)."""
+    """Turn ``:Name`` placeholders (outside string literals) into ``?``; return (sql, values)."""
     values = []
 
     def replace(match):
         key = match.group(1)
+        if key is None:
+            return match.group(0)  # a string literal, kept as it is
         if key not in args:
-            raise KeyError(key)
+            raise KeyError(f"no argument for placeholder :{key}")
         values.append(args[key])
         return "?"
 
-    return re.sub(r"(?<![:\w]):([A-Za-z_]\w*)", replace, sql), values
+    return re.sub(r"'(?:[^']|'')*'|(?<![:\w]):([A-Za-z_]\w*)", replace, sql), values
 
 
 class Database:

@@ -1,0 +1,127 @@
+"""The db module through the real ODBC path: a UTF-16 UDL, unixODBC, the SQLite3 driver."""
+
+import datetime
+import sqlite3
+
+import pytest
+
+from cioctasks import config, db
+from cioctasks.errors import ConfigError
+
+
+def make_site(udl_base, name, database_path, udl_name="cron_job_runner.udl"):
+    folder = udl_base / name
+    folder.mkdir(parents=True)
+    init = (
+        "Provider=MSDASQL.1;Persist Security Info=False;"
+        f'Extended Properties="Driver=SQLite3;Database={database_path}"'
+    )
+    text = "[oledb]\r\n; Everything after this line is an OLE DB initstring\r\n" + init + "\r\n"
+    (folder / udl_name).write_bytes(text.encode("utf-16"))
+
+
+@pytest.fixture
+def sites(tmp_path):
+    path = tmp_path / "site.sqlite"
+    with sqlite3.connect(path) as connection:
+        connection.executescript(
+            """CREATE TABLE STP_Member (MemberID INTEGER PRIMARY KEY, DatabaseCode TEXT,
+                   LastVolProfileEmailDate DATETIME);
+               INSERT INTO STP_Member VALUES (1, 'Démo ÉTÉ', '2026-11-20 00:00:00.000');
+               INSERT INTO STP_Member VALUES (2, NULL, NULL);"""
+        )
+    base = tmp_path / "UDLs"
+    make_site(base, "ciocdemo", path)
+    make_site(base, "CiocNord", path, udl_name="CRON_JOB_RUNNER.UDL")
+    (base / "not_a_site").mkdir()
+    settings = config.from_mapping({"CIOC_UDL_BASE": str(base), "CIOC_ODBC_DRIVER": "SQLite3",
+                                    "CIOC_TOOLS_PATH": str(tmp_path)})
+    return settings, path
+
+
+def test_databases_are_the_folders_holding_a_job_runner_udl_in_any_case(sites):
+    settings, _ = sites
+    assert db.list_databases(settings.udl_base) == ["ciocdemo", "CiocNord"]
+    assert db.select_databases(settings.udl_base, []) == ["ciocdemo", "CiocNord"]
+    assert db.select_databases(settings.udl_base, ["CIOCNORD"]) == ["CiocNord"]
+
+
+def test_an_unknown_database_is_a_config_error_listing_the_known_ones(sites):
+    settings, _ = sites
+    with pytest.raises(ConfigError) as error:
+        db.select_databases(settings.udl_base, ["ciocdemo", "nosuch"])
+    assert str(error.value) == "unknown database nosuch; known: ciocdemo, CiocNord"
+
+
+def test_rows_come_back_as_dicts_with_unicode_nulls_and_datetimes(sites):
+    settings, _ = sites
+    with db.connect("ciocdemo", settings) as database:
+        assert database.backend == "sample"
+        rows = database.query("SELECT * FROM STP_Member ORDER BY MemberID")
+    assert rows[0] == {
+        "MemberID": 1,
+        "DatabaseCode": "Démo ÉTÉ",
+        "LastVolProfileEmailDate": datetime.datetime(2026, 11, 20),
+    }
+    assert rows[1]["DatabaseCode"] is None
+
+
+def test_bound_datetimes_compare_with_stored_dates(sites):
+    settings, _ = sites
+    with db.connect("ciocdemo", settings) as database:
+        rows = database.query(
+            "SELECT MemberID FROM STP_Member WHERE LastVolProfileEmailDate < ?",
+            datetime.datetime(2026, 11, 21, 8, 30),
+        )
+        changed = database.execute(
+            "UPDATE STP_Member SET LastVolProfileEmailDate = ? WHERE MemberID = 2",
+            datetime.datetime(2026, 11, 22, 1, 2, 3, 456000),
+        )
+        again = database.query("SELECT LastVolProfileEmailDate AS d FROM STP_Member WHERE MemberID = 2")
+    assert rows == [{"MemberID": 1}]
+    assert changed == 1
+    assert again[0]["d"] == datetime.datetime(2026, 11, 22, 1, 2, 3, 456000)
+
+
+def test_batches_stream_a_query_in_fixed_sizes(sites):
+    settings, _ = sites
+    with db.connect("ciocdemo", settings) as database:
+        batches = list(database.iterate("SELECT MemberID FROM STP_Member", size=1))
+    assert [columns for columns, _ in batches] == [["MemberID"], ["MemberID"]]
+    assert [len(rows) for _, rows in batches] == [1, 1]
+
+
+def test_a_failing_statement_is_a_database_error_naming_the_database(sites):
+    settings, _ = sites
+    with db.connect("ciocdemo", settings) as database:
+        with pytest.raises(db.DatabaseError) as error:
+            database.query("SELECT * FROM no_such_table")
+    assert str(error.value).startswith("ciocdemo: ")
+    assert "no_such_table" in str(error.value)
+
+
+def test_a_driver_that_does_not_exist_is_a_clear_error_without_the_password(tmp_path):
+    with pytest.raises(db.DatabaseError) as error:
+        db.open_connection("Driver={No Such Driver};Server=x;UID=u;PWD=topsecret", "site")
+    assert "site: cannot connect" in str(error.value)
+    assert "topsecret" not in str(error.value)
+
+
+def test_a_folder_without_its_udl_is_a_config_error(sites):
+    settings, _ = sites
+    with pytest.raises(ConfigError, match="no cron_job_runner.udl"):
+        db.connect("not_a_site", settings)
+
+
+def test_named_placeholders_become_question_marks_in_order():
+    sql, values = db._placeholders(
+        "SELECT :MemberID, ':literal', :Date, :MemberID", {"MemberID": 3, "Date": "d"}
+    )
+    assert sql == "SELECT ?, ':literal', ?, ?"
+    assert values == [3, "d", 3]
+
+
+def test_the_backend_follows_the_driver():
+    assert db.backend_of("Driver=SQLite3;Database=x") == "sample"
+    assert db.backend_of("Driver={ODBC Driver 18 for SQL Server};Server=x") == "mssql"
+    assert db.backend_of("DSN=CIOC") == "mssql"
