@@ -156,3 +156,63 @@ def test_an_unknown_command_lists_the_commands(cioc_env):
     result = run_command([sys.executable, "-m", "cioctasks", "frobnicate"], cioc_env)
     assert result.returncode == 2
     assert "check" in result.stderr and "status" in result.stderr
+
+
+SAMPLE = SCRIPTS / "sample_task.py"
+
+
+def member_sites(tmp_path, names):
+    import sqlite3
+
+    from test_db import make_site
+
+    for name in names:
+        path = tmp_path / f"{name}.sqlite"
+        with sqlite3.connect(path) as connection:
+            connection.execute("CREATE TABLE STP_Member (MemberID INTEGER)")
+            connection.executemany("INSERT INTO STP_Member VALUES (?)", [(1,), (2,)])
+        make_site(tmp_path / "UDLs", name, path)
+
+
+def test_one_failing_database_never_stops_the_others(cioc_env, tmp_path):
+    member_sites(tmp_path, ["one", "two", "three"])
+    result = run_command([sys.executable, SAMPLE, "--fail-on", "two"], cioc_env)
+    assert result.returncode == 1
+    assert_no_traceback(result)
+    assert "one: ok" in result.stdout and "three: ok" in result.stdout
+    assert "2 members" in result.stdout
+    assert "asked to fail on two" in result.stderr
+    assert "failed: two" in result.stderr
+    runs = json.loads(run_command([sys.executable, "-m", "cioctasks", "status", "--json"],
+                                  cioc_env).stdout)
+    assert {(r["database"], r["status"]) for r in runs} == {
+        ("one", "ok"), ("two", "failed"), ("three", "ok")}
+
+
+def test_a_crash_in_one_database_is_exit_70_and_the_others_still_run(cioc_env, tmp_path):
+    member_sites(tmp_path, ["one", "two"])
+    result = run_command([sys.executable, SAMPLE, "--crash-on", "one"], cioc_env)
+    assert result.returncode == 70
+    assert "two: ok" in result.stdout
+    assert "hunter2secret" not in result.stdout + result.stderr
+
+
+def test_databases_run_in_parallel_with_jobs(cioc_env, tmp_path):
+    member_sites(tmp_path, ["one", "two", "three", "four"])
+    import time
+
+    started = time.monotonic()
+    result = run_command([sys.executable, SAMPLE, "-j", "4", "--sleep", "1.5"], cioc_env)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(": ok") == 4
+    # Four 1.5 s databases in sequence would take 6 s; in parallel they overlap.
+    assert elapsed < 5.5
+
+
+def test_every_log_line_names_the_task_and_its_database(cioc_env, tmp_path):
+    member_sites(tmp_path, ["one", "two"])
+    run_command([sys.executable, SAMPLE, "-j", "2", "--fail-on", "two"], cioc_env)
+    log = (tmp_path / "logs" / "cioctasks" / "sample_task.log").read_text(encoding="utf-8")
+    assert "sample_task[two] asked to fail on two" in log.replace("ERROR   ", "")
+    assert "sample_task[one] ok" in log.replace("INFO    ", "")

@@ -111,12 +111,14 @@ def _run_one(task, context, name):
         context.log.error("internal error: %s: %s", error.__class__.__name__, error, exc_info=True)
         status, code = "error", INTERNAL
         summary = f"internal error: {error.__class__.__name__}: {error}"
-    finally:
-        logs.current_database.reset(token)
     summary = udl.mask(str(summary or ""), context.settings.secrets())
     seconds = time.monotonic() - started
-    if run_id is not None:
-        context.state.finish_run(run_id, status, code, summary)
+    try:
+        context.log.info("%s (%.1fs) %s", status, seconds, summary)
+        if run_id is not None:
+            context.state.finish_run(run_id, status, code, summary)
+    finally:
+        logs.current_database.reset(token)
     return Outcome(name or "", status, code, summary, seconds)
 
 
@@ -276,9 +278,6 @@ def _run_body(task, name, args, settings, log, console, per_database, command):
     code = OK
     if failed or problems:
         code = INTERNAL if any(o.exit_code == INTERNAL for o in failed) else FAILED
-    for outcome in outcomes:
-        where = f"{outcome.database}: " if outcome.database else ""
-        log.info("%s%s (%.1fs) %s", where, outcome.status, outcome.seconds, outcome.summary)
     summary = report_text(name, outcomes, problems)
     if console and not command and not args.quiet:
         for outcome in outcomes:
