@@ -49,6 +49,7 @@ class Settings:
     mail_use_ssl: bool
     mail_starttls: bool
     mail_timeout: float
+    report_repeat_hours: float
     mail_dir: Path
     mail_outbox: Path
     odbc_driver: str
@@ -167,6 +168,19 @@ def _seconds(values, name, default):
     return seconds
 
 
+def _hours(values, name, default):
+    value = _text(values, name)
+    if value is None:
+        return default
+    try:
+        hours = float(value)
+    except ValueError:
+        raise ConfigError(f"{name}: not a number of hours: {value!r}") from None
+    if not 0 <= hours <= 24 * 30:
+        raise ConfigError(f"{name}: must be between 0 and 720 hours: {value}")
+    return hours
+
+
 def _url(values, name, default=None):
     value = _text(values, name, default)
     if value is not None and not value.lower().startswith(("http://", "https://")):
@@ -206,6 +220,7 @@ def from_mapping(values: Mapping[str, str], env_file: Optional[Path] = None) -> 
         mail_use_ssl=use_ssl,
         mail_starttls=starttls,
         mail_timeout=_seconds(values, "CIOC_MAIL_TIMEOUT", 30.0),
+        report_repeat_hours=_hours(values, "CIOC_REPORT_REPEAT_HOURS", 6.0),
         mail_dir=_path(values, "CIOC_MAIL_DIR", state_dir / "mail"),
         mail_outbox=_path(values, "CIOC_MAIL_OUTBOX", state_dir / "outbox"),
         odbc_driver=_text(values, "CIOC_ODBC_DRIVER", DEFAULT_ODBC_DRIVER),

@@ -10,7 +10,7 @@ import time
 import traceback
 from pathlib import Path
 
-from cioctasks import config, logs, udl
+from cioctasks import config, logs, reports, udl
 from cioctasks.errors import FAILED, INTERNAL, LOCKED, OK, USAGE, ConfigError, TaskError
 
 PING_TIMEOUT = 10
@@ -145,28 +145,6 @@ def report_text(name, outcomes, problems):
     return "\n".join(lines) + "\n"
 
 
-def send_report(settings, name, text, log, dry_run):
-    """Mail a failure report to CIOC_TASK_NOTIFY_EMAIL (to and from). Never raises."""
-    if not settings.task_notify_email:
-        log.error("CIOC_TASK_NOTIFY_EMAIL is not set: this failure cannot be mailed")
-        return
-    try:
-        from cioctasks import mail
-
-        message = mail.Message(
-            to=settings.task_notify_email,
-            sender=settings.task_notify_email,
-            subject=f"[cioctasks] {name} failed on {socket.gethostname()}",
-            text=udl.mask(text, settings.secrets()),
-        )
-        mailer = mail.Mailer(settings, dry_run=dry_run, log=log)
-        with mailer.session() as session:
-            status = session.send(message)
-        log.info("failure report %s to %s", status, settings.task_notify_email)
-    except Exception as error:  # the report must not replace the failure it reports
-        log.error("cannot mail the failure report: %s", udl.mask(str(error), settings.secrets()))
-
-
 def _early_failure(message, code, console, settings=None, name="cioctasks"):
     """Report a failure that happened before logging was set up."""
     if console:
@@ -174,8 +152,7 @@ def _early_failure(message, code, console, settings=None, name="cioctasks"):
         return code
     # No console and maybe no settings: the last resort is mail if settings loaded.
     if settings is not None:
-        log = logging.getLogger("cioctasks.early")
-        send_report(settings, name, f"{message}\n", log, dry_run=False)
+        reports.failure(settings, name, f"{message}\n", logging.getLogger("cioctasks.early"))
     return code
 
 
@@ -206,7 +183,7 @@ def execute(task, name, args, usage_error, console, per_database, command, envir
     except Exception as error:  # the last net: never a silent death under the scheduler
         log.critical("internal error: %s", error, exc_info=True)
         if not console or args.notify_errors:
-            send_report(settings, name, traceback.format_exc(), log, args.dry_run)
+            reports.failure(settings, name, traceback.format_exc(), log, args.dry_run)
         elif args.verbose:
             traceback.print_exc()
         else:
@@ -261,7 +238,7 @@ def _run_body(task, name, args, settings, log, console, per_database, command):
             except ConfigError as error:
                 log.error("%s", error)
                 if not console or args.notify_errors:
-                    send_report(settings, name, f"{error}\n", log, args.dry_run)
+                    reports.failure(settings, name, f"{error}\n", log, args.dry_run)
                 return USAGE
             if not databases:
                 problems.append(f"no databases under {settings.udl_base}")
@@ -290,7 +267,9 @@ def _run_body(task, name, args, settings, log, console, per_database, command):
             names = ", ".join(o.database for o in failed) or "see the log"
             print(f"{name}: failed: {names}", file=sys.stderr)
         if not console or args.notify_errors:
-            send_report(settings, name, summary, log, args.dry_run)
+            reports.failure(settings, name, summary, log, args.dry_run)
+    elif not command:
+        reports.success(settings, name, summary, log, args.dry_run)
     log.info("end: exit %d", code)
     if pinging:
         ping(settings, name, str(code), summary, log=log)
