@@ -1,0 +1,299 @@
+"""Copy tables from a CIOC database into a new database file, a member's download.
+
+The engine streams each table with ``fetchmany`` (memory bounded whatever the table size),
+maps column types, keeps Unicode, NULLs and dates, writes in large transactions, creates
+the indexes after loading and checks the row count of every table.
+
+Targets: a SQLite database file (the default: it opens everywhere and Access can link it
+through ODBC), or any ODBC target reached by a connection string, with a template file
+copied first and a type map per target (``ACCESS_TYPES`` for the Microsoft Access driver).
+
+    python downloads/dbcopy.py -a DATABASE OUTPUT [--table PATTERN]... [--where TABLE=SQL]...
+"""
+
+import datetime
+import decimal
+import fnmatch
+import shutil
+import sqlite3
+import sys
+import uuid
+from pathlib import Path
+
+import cioctasks
+
+BATCH = 5000
+
+# ODBC SQL type codes (sql.h, sqlext.h, and SQL Server's own).
+INTEGER_TYPES = {4: "integer", 5: "integer", -6: "integer", -5: "bigint", -7: "boolean"}
+NUMBER_TYPES = {2: "decimal", 3: "decimal", 6: "float", 7: "float", 8: "float"}
+TEXT_TYPES = {1, 12, -1, -8, -9, -10, -152}  # -152: SQL Server xml
+DATE_TYPES = {9: "datetime", 93: "datetime", 11: "datetime", 91: "date", 92: "time", -154: "time",
+              -155: "datetimeoffset"}
+BINARY_TYPES = {-2, -3, -4}
+
+#: Declared types for each kind of column, per target.
+SQLITE_TYPES = {
+    "integer": "INTEGER", "bigint": "INTEGER", "boolean": "BIT", "decimal": "NUMERIC",
+    "float": "REAL", "text": "TEXT", "datetime": "DATETIME", "date": "DATE", "time": "TEXT",
+    "datetimeoffset": "TEXT", "guid": "TEXT", "binary": "BLOB",
+}
+ACCESS_TYPES = {
+    "integer": "LONG", "bigint": "DECIMAL(19,0)", "boolean": "BIT", "decimal": "DOUBLE",
+    "float": "DOUBLE", "text": "LONGTEXT", "short_text": "VARCHAR({size})",
+    "datetime": "DATETIME", "date": "DATETIME", "time": "VARCHAR(32)",
+    "datetimeoffset": "VARCHAR(40)", "guid": "VARCHAR(38)", "binary": "LONGBINARY",
+}
+
+
+class CopyError(cioctasks.TaskError):
+    """A table that could not be copied whole."""
+
+
+def quote(name):
+    """Quote an identifier for SQL Server, Access and SQLite alike."""
+    return "[" + name.replace("]", "]]") + "]"
+
+
+class Column:
+    def __init__(self, name, data_type, type_name, size):
+        self.name = name
+        self.data_type = data_type
+        self.type_name = (type_name or "").lower()
+        self.size = size or 0
+
+    @property
+    def kind(self):
+        if self.type_name == "uniqueidentifier" or self.data_type == -11:
+            return "guid"
+        for table in (INTEGER_TYPES, NUMBER_TYPES, DATE_TYPES):
+            if self.data_type in table:
+                return table[self.data_type]
+        if self.data_type in BINARY_TYPES:
+            return "binary"
+        return "text"
+
+    def declared_type(self, type_map):
+        kind = self.kind
+        if kind == "text" and "short_text" in type_map and 0 < self.size <= 255:
+            return type_map["short_text"].format(size=self.size)
+        return type_map[kind]
+
+
+class Table:
+    def __init__(self, name, columns, indexes):
+        self.name = name
+        self.columns = columns
+        self.indexes = indexes  # [(index name, unique, [column names])]
+
+
+def list_tables(source):
+    """Return the names of the source database's base tables, sorted."""
+    cursor = source.connection.cursor()
+    names = [row.table_name for row in cursor.tables(tableType="TABLE")]
+    return sorted(n for n in names if not n.lower().startswith(("sys", "sqlite_")))
+
+
+def describe(source, name):
+    """Return the Table (columns and indexes) of one source table."""
+    cursor = source.connection.cursor()
+    columns = [Column(c.column_name, c.data_type, c.type_name, c.column_size)
+               for c in cursor.columns(table=name)]
+    if not columns:
+        raise CopyError(f"{name}: no such table or no columns")
+    indexes = {}
+    for row in cursor.statistics(name):
+        if row.index_name and row.column_name:
+            unique = not row.non_unique
+            indexes.setdefault(row.index_name, (unique, []))[1].append(
+                (row.ordinal_position, row.column_name))
+    ordered = [(index, unique, [c for _, c in sorted(cols)])
+               for index, (unique, cols) in sorted(indexes.items())]
+    return Table(name, columns, ordered)
+
+
+def _sqlite_value(value):
+    if isinstance(value, datetime.datetime):
+        return value.isoformat(sep=" ", timespec="milliseconds")
+    if isinstance(value, (datetime.date, datetime.time, uuid.UUID)):
+        return str(value)
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytearray):
+        return bytes(value)
+    return value
+
+
+_CONVERTED = (datetime.date, datetime.time, uuid.UUID, decimal.Decimal, bytearray)
+
+
+class Target:
+    """What every target shares: DDL through ``self.connection.execute`` (sqlite3 and
+    pyodbc connections both have it), indexes after loading, the row count check."""
+
+    type_map = SQLITE_TYPES
+    connection = None
+
+    def _commit(self):
+        """Commit DDL where the connection is not in autocommit mode."""
+
+    def create(self, table, columns):
+        body = ", ".join(f"{quote(c.name)} {c.declared_type(self.type_map)}" for c in columns)
+        self.connection.execute(f"CREATE TABLE {quote(table.name)} ({body})")
+        self._commit()
+
+    def create_indexes(self, table, columns):
+        kept = {c.name for c in columns}
+        for number, (_, unique, names) in enumerate(table.indexes, 1):
+            if not set(names) <= kept:
+                continue
+            keyword = "UNIQUE INDEX" if unique else "INDEX"
+            index = quote(f"ix_{table.name}_{number}")
+            cols = ", ".join(quote(n) for n in names)
+            self.connection.execute(f"CREATE {keyword} {index} ON {quote(table.name)} ({cols})")
+        self._commit()
+
+    def count(self, table):
+        return self.connection.execute(f"SELECT COUNT(*) FROM {quote(table.name)}").fetchone()[0]
+
+    def close(self):
+        self.connection.close()
+
+
+class SqliteTarget(Target):
+    """A new SQLite database file written with the stdlib driver (the fast path)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if self.path.exists():
+            self.path.unlink()
+        self.connection = sqlite3.connect(self.path, isolation_level=None)
+        # The file is built in a work folder and published only when whole: a crash
+        # means a rebuild, so there is no need to journal or sync while loading.
+        self.connection.execute("PRAGMA journal_mode=OFF")
+        self.connection.execute("PRAGMA synchronous=OFF")
+        self.connection.execute("PRAGMA cache_size=-65536")
+
+    def insert(self, table, columns, batches):
+        marks = ", ".join("?" for _ in columns)
+        sql = f"INSERT INTO {quote(table.name)} VALUES ({marks})"
+        convert = [i for i, c in enumerate(columns) if c.kind in (
+            "datetime", "date", "time", "datetimeoffset", "guid", "decimal", "binary")]
+        count = 0
+        self.connection.execute("BEGIN")
+        for rows in batches:
+            if convert:
+                rows = [_converted(row, convert) for row in rows]
+            self.connection.executemany(sql, rows)
+            count += len(rows)
+        self.connection.execute("COMMIT")
+        return count
+
+
+
+def _converted(row, positions):
+    row = list(row)
+    for i in positions:
+        value = row[i]
+        if isinstance(value, _CONVERTED):
+            row[i] = _sqlite_value(value)
+    return row
+
+
+class OdbcTarget(Target):
+    """Any ODBC target: ``template`` is copied to ``path`` first, then the connection
+    string (with ``{path}`` in it) opens it. Never uses pyodbc's ``fast_executemany``: the
+    SQLite ODBC driver crashes with it, and the Access driver gains little."""
+
+    def __init__(self, path, connection_string, template=None, type_map=ACCESS_TYPES):
+        import pyodbc
+
+        self.path = Path(path)
+        if template:
+            shutil.copyfile(template, self.path)
+        self.type_map = type_map
+        self.connection = pyodbc.connect(connection_string.format(path=self.path),
+                                         autocommit=False)
+
+    def _commit(self):
+        self.connection.commit()
+
+    def insert(self, table, columns, batches):
+        marks = ", ".join("?" for _ in columns)
+        cursor = self.connection.cursor()
+        cursor.fast_executemany = False
+        sql = f"INSERT INTO {quote(table.name)} VALUES ({marks})"
+        count = 0
+        for rows in batches:
+            cursor.executemany(sql, [tuple(row) for row in rows])
+            count += len(rows)
+        self.connection.commit()
+        return count
+
+
+
+def copy_table(source, target, table, condition=None, skip_columns=(), batch=BATCH):
+    """Copy one table (rows matching ``condition``, without columns matching the
+    ``skip_columns`` patterns) into ``target``; return the number of rows.
+
+    Raise CopyError if the target does not hold exactly the rows read.
+    """
+    columns = [c for c in table.columns
+               if not any(fnmatch.fnmatchcase(c.name, p) for p in skip_columns)]
+    if not columns:
+        raise CopyError(f"{table.name}: every column is skipped")
+    target.create(table, columns)
+    select = f"SELECT {', '.join(quote(c.name) for c in columns)} FROM {quote(table.name)}"
+    if condition:
+        select += f" WHERE {condition}"
+    batches = (rows for _, rows in source.iterate(select, size=batch))
+    copied = target.insert(table, columns, batches)
+    target.create_indexes(table, columns)
+    written = target.count(table)
+    if written != copied:
+        raise CopyError(f"{table.name}: read {copied} rows but the copy holds {written}")
+    return copied
+
+
+def copy_database(source, target, plan, log=None):
+    """Copy every (table name, condition, skip_columns) of ``plan``; return {table: rows}."""
+    counts = {}
+    for name, condition, skip_columns in plan:
+        table = describe(source, name)
+        counts[name] = copy_table(source, target, table, condition, skip_columns)
+        if log:
+            log.debug("%s: %d rows", name, counts[name])
+    return counts
+
+
+def copy_task(context):
+    """Copy the chosen tables of one database into OUTPUT (a SQLite file)."""
+    args = context.args
+    wheres = dict(w.split("=", 1) for w in args.where)
+    output = Path(args.output)
+    if context.dry_run:
+        return f"would copy into {output}"
+    with context.connect(args.database_name) as source:
+        names = [n for n in list_tables(source)
+                 if not args.table or any(fnmatch.fnmatch(n, p) for p in args.table)]
+        plan = [(n, wheres.get(n), ()) for n in names]
+        target = SqliteTarget(output)
+        try:
+            counts = copy_database(source, target, plan, context.log)
+        finally:
+            target.close()
+    return f"{len(counts)} tables, {sum(counts.values())} rows into {output}"
+
+
+def add_arguments(parser):
+    parser.add_argument("-a", "--database", dest="database_name", required=True,
+                        help="the database to copy from (a folder under CIOC_UDL_BASE)")
+    parser.add_argument("output", help="the SQLite file to write")
+    parser.add_argument("--table", action="append", default=[], metavar="PATTERN",
+                        help="copy only tables matching this pattern (repeatable)")
+    parser.add_argument("--where", action="append", default=[], metavar="TABLE=SQL",
+                        help="a row condition for one table (repeatable)")
+
+
+if __name__ == "__main__":
+    sys.exit(cioctasks.run(copy_task, add_arguments))

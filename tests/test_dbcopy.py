@@ -1,0 +1,125 @@
+"""The copy engine through the real ODBC path, into SQLite and into an ODBC target."""
+
+import datetime
+import sqlite3
+import sys
+
+import pytest
+
+from cioctasks import config, db
+from conftest import ROOT, assert_no_traceback, run_command
+from test_db import make_site
+
+sys.path.insert(0, str(ROOT / "downloads"))
+import dbcopy  # noqa: E402
+
+
+@pytest.fixture
+def source(tmp_path):
+    path = tmp_path / "source.sqlite"
+    with sqlite3.connect(path) as connection:
+        connection.executescript(
+            """
+            CREATE TABLE GBL_BaseTable (NUM VARCHAR(8) NOT NULL, MemberID INTEGER,
+                RECORD_OWNER CHAR(3), Secret NVARCHAR(50), CREATED_DATE DATETIME,
+                Amount DECIMAL(10,2), Logo VARBINARY(100), Active BIT);
+            CREATE UNIQUE INDEX pk_base ON GBL_BaseTable (NUM);
+            CREATE INDEX ix_member ON GBL_BaseTable (MemberID, RECORD_OWNER);
+            CREATE TABLE Empty_Table (ID INTEGER);
+            """
+        )
+        rows = [
+            (f"ZZZ{i:05}", 1 + i % 2, "ABC", f"s{i}", f"2026-11-{1 + i % 28:02} 10:00:00.250",
+             "12.50", bytes([i % 256, 0, 255]), i % 2)
+            for i in range(12_345)
+        ]
+        rows.append(("ÉTÉ00001", 2, "XYZ", None, None, None, None, None))
+        rows.append(("ÜNI00002", 1, "ÀÉÎ", "Ligne 1\r\nLigne 2 — « guillemets »", None, None, None, 1))
+        connection.executemany("INSERT INTO GBL_BaseTable VALUES (?,?,?,?,?,?,?,?)", rows)
+    make_site(tmp_path / "UDLs", "ciocdemo", path)
+    settings = config.from_mapping({"CIOC_UDL_BASE": str(tmp_path / "UDLs"),
+                                    "CIOC_ODBC_DRIVER": "SQLite3", "CIOC_TOOLS_PATH": str(tmp_path)})
+    with db.connect("ciocdemo", settings) as database:
+        yield database
+
+
+def read(path, sql):
+    with sqlite3.connect(path) as connection:
+        return connection.execute(sql).fetchall()
+
+
+def test_a_member_copy_keeps_unicode_nulls_dates_and_only_that_members_rows(source, tmp_path):
+    target = dbcopy.SqliteTarget(tmp_path / "out.sqlite")
+    counts = dbcopy.copy_database(source, target, [("GBL_BaseTable", "MemberID = 1", ())])
+    target.close()
+    assert counts == {"GBL_BaseTable": 6173 + 1}  # even rows, and ÜNI00002
+    out = tmp_path / "out.sqlite"
+    row = read(out, "SELECT * FROM GBL_BaseTable WHERE NUM = 'ÜNI00002'")[0]
+    assert row[2] == "ÀÉÎ" and row[3] == "Ligne 1\r\nLigne 2 — « guillemets »"
+    assert row[4] is None and row[6] is None
+    dated = read(out, "SELECT CREATED_DATE, Amount, Logo, Active FROM GBL_BaseTable WHERE NUM = 'ZZZ00002'")
+    assert dated == [("2026-11-03 10:00:00.250", 12.5, bytes([2, 0, 255]), 0)]
+    assert read(out, "SELECT COUNT(*) FROM GBL_BaseTable WHERE MemberID <> 1") == [(0,)]
+
+
+def test_indexes_are_recreated_and_skipped_columns_left_out(source, tmp_path):
+    target = dbcopy.SqliteTarget(tmp_path / "out.sqlite")
+    dbcopy.copy_database(source, target, [("GBL_BaseTable", None, ("Secret", "Lo*")),
+                                          ("Empty_Table", None, ())])
+    target.close()
+    out = tmp_path / "out.sqlite"
+    columns = [r[1] for r in read(out, "PRAGMA table_info(GBL_BaseTable)")]
+    assert "Secret" not in columns and "Logo" not in columns and "NUM" in columns
+    indexes = read(out, "SELECT name, sql FROM sqlite_master WHERE type = 'index'")
+    assert any("UNIQUE" in sql and "[NUM]" in sql for _, sql in indexes)
+    assert any("[MemberID], [RECORD_OWNER]" in sql for _, sql in indexes)
+    assert read(out, "SELECT COUNT(*) FROM Empty_Table") == [(0,)]
+    assert read(out, "SELECT COUNT(*) FROM GBL_BaseTable") == [(12_347,)]
+
+
+def test_a_copy_that_loses_rows_is_an_error(source, tmp_path, monkeypatch):
+    target = dbcopy.SqliteTarget(tmp_path / "out.sqlite")
+    monkeypatch.setattr(dbcopy.SqliteTarget, "count", lambda self, table: 5)
+    with pytest.raises(dbcopy.CopyError, match="read 12347 rows but the copy holds 5"):
+        dbcopy.copy_database(source, target, [("GBL_BaseTable", None, ())])
+    target.close()
+
+
+def test_an_odbc_target_gets_the_same_rows_through_the_sqlite_odbc_driver(source, tmp_path):
+    template = tmp_path / "template.sqlite"
+    sqlite3.connect(template).close()
+    target = dbcopy.OdbcTarget(tmp_path / "odbc.sqlite", "Driver=SQLite3;Database={path}",
+                               template=template, type_map=dbcopy.SQLITE_TYPES)
+    counts = dbcopy.copy_database(source, target, [("GBL_BaseTable", "MemberID = 2", ("Logo",))])
+    target.close()
+    assert counts == {"GBL_BaseTable": 6173}  # odd rows, and ÉTÉ00001
+    out = tmp_path / "odbc.sqlite"
+    assert read(out, "SELECT RECORD_OWNER FROM GBL_BaseTable WHERE NUM = 'ÉTÉ00001'") == [("XYZ",)]
+    assert template.stat().st_size == 0 or read(template, "SELECT COUNT(*) FROM sqlite_master") == [(0,)]
+
+
+def test_access_types_map_short_text_dates_and_guids():
+    short = dbcopy.Column("NUM", 12, "varchar", 8)
+    long = dbcopy.Column("DUTIES", -10, "ntext", 0)
+    when = dbcopy.Column("CREATED_DATE", 93, "datetime", 23)
+    guid = dbcopy.Column("ProfileID", -11, "uniqueidentifier", 36)
+    assert short.declared_type(dbcopy.ACCESS_TYPES) == "VARCHAR(8)"
+    assert long.declared_type(dbcopy.ACCESS_TYPES) == "LONGTEXT"
+    assert when.declared_type(dbcopy.ACCESS_TYPES) == "DATETIME"
+    assert guid.declared_type(dbcopy.ACCESS_TYPES) == "VARCHAR(38)"
+
+
+def test_dbcopy_runs_alone_as_a_script(cioc_env, tmp_path):
+    path = tmp_path / "alone.sqlite"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE STP_Member (MemberID INTEGER, LastDate DATETIME)")
+        connection.execute("INSERT INTO STP_Member VALUES (1, ?)",
+                           (datetime.datetime(2026, 1, 1).isoformat(sep=" "),))
+    make_site(tmp_path / "UDLs", "ciocdemo", path)
+    out = tmp_path / "copy.sqlite"
+    result = run_command([sys.executable, ROOT / "downloads" / "dbcopy.py", "-a", "ciocdemo", out],
+                         cioc_env)
+    assert result.returncode == 0, result.stderr
+    assert_no_traceback(result)
+    assert "1 tables, 1 rows" in result.stdout
+    assert read(out, "SELECT MemberID FROM STP_Member") == [(1,)]
