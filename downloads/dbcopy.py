@@ -71,6 +71,9 @@ class Column:
                 return table[self.data_type]
         if self.data_type in BINARY_TYPES:
             return "binary"
+        # Some drivers (the SQLite one) report declared numeric types as text codes.
+        if self.type_name.startswith(("decimal", "numeric", "money", "smallmoney")):
+            return "decimal"
         return "text"
 
     def declared_type(self, type_map):
