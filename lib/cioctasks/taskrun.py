@@ -106,7 +106,10 @@ def _run_one(task, context, name):
         context.log.error("%s", error)
         if context.args.verbose:
             context.log.debug("details", exc_info=True)
-        status, code, summary = "failed", FAILED, str(error)
+        # A configuration error of the whole task is exit 2; of one database (a bad UDL),
+        # that database failed and the others go on.
+        code = error.exit_code if name is None else FAILED
+        status, summary = "failed", str(error)
     except Exception as error:
         context.log.error("internal error: %s: %s", error.__class__.__name__, error, exc_info=True)
         status, code = "error", INTERNAL
@@ -254,7 +257,8 @@ def _run_body(task, name, args, settings, log, console, per_database, command):
     failed = [o for o in outcomes if o.status != "ok"]
     code = OK
     if failed or problems:
-        code = INTERNAL if any(o.exit_code == INTERNAL for o in failed) else FAILED
+        codes = {o.exit_code for o in failed}
+        code = next((c for c in (INTERNAL, USAGE) if c in codes), FAILED)
     summary = report_text(name, outcomes, problems)
     if console and not command and not args.quiet:
         for outcome in outcomes:
