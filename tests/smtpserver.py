@@ -74,7 +74,8 @@ class SMTPServer:
         login = auth_data.login.decode() if isinstance(auth_data.login, bytes) else auth_data.login
         password = (auth_data.password.decode() if isinstance(auth_data.password, bytes)
                     else auth_data.password)
-        return AuthResult(success=(login, password) == self.auth)
+        # handled=False: aiosmtpd itself answers 535 to a wrong password.
+        return AuthResult(success=(login, password) == self.auth, handled=False)
 
     def start(self):
         kwargs = {}
@@ -88,7 +89,8 @@ class SMTPServer:
                 server_kwargs["require_starttls"] = True
         if self.auth:
             server_kwargs["authenticator"] = self._authenticate
-            server_kwargs["auth_require_tls"] = bool(self.tls)
+            # aiosmtpd counts only STARTTLS as TLS; an implicit-SSL socket is TLS already.
+            server_kwargs["auth_require_tls"] = self.tls == "starttls"
         else:
             server_kwargs["auth_require_tls"] = False
         outer = self
@@ -102,10 +104,9 @@ class SMTPServer:
         self.controller = CountingController(
             Handler(self), hostname="127.0.0.1", port=self.port, **server_kwargs, **kwargs,
         )
-        if self.tls == "ssl":
-            # The controller's readiness probe cannot speak TLS without trusting our CA.
-            self.controller._trigger_server = lambda: None
         self.controller.start()
+        with self.lock:
+            self.connections = 0  # the controller's own readiness probe does not count
         return self
 
     def stop(self):

@@ -216,3 +216,33 @@ def test_every_log_line_names_the_task_and_its_database(cioc_env, tmp_path):
     log = (tmp_path / "logs" / "cioctasks" / "sample_task.log").read_text(encoding="utf-8")
     assert "sample_task[two] asked to fail on two" in log.replace("ERROR   ", "")
     assert "sample_task[one] ok" in log.replace("INFO    ", "")
+
+
+def test_a_report_spooled_while_the_server_is_down_goes_out_with_the_next_run(cioc_env, tmp_path):
+    from smtpserver import SMTPServer, free_port
+
+    port = free_port()
+    env = dict(cioc_env, CIOC_MAIL_BACKEND="smtp", CIOC_MAIL_PORT=str(port))
+    failed = run_command([sys.executable, PLAIN, "--fail", "--notify-errors"], env)
+    assert failed.returncode == 1
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1
+    with SMTPServer(port=port) as server:
+        later = run_command([sys.executable, PLAIN], env)
+        assert later.returncode == 0, later.stderr
+        server.wait_for(2)
+    subjects = [m["Subject"] for m in server.messages]
+    assert any("plain_task failed" in s for s in subjects)
+    assert any("plain_task recovered" in s for s in subjects)
+    assert list((tmp_path / "outbox").glob("*.eml")) == []
+
+
+def test_the_same_failure_is_not_mailed_again_within_the_repeat_window(cioc_env, tmp_path):
+    for _ in range(3):
+        result = run_command([sys.executable, PLAIN, "--fail", "--notify-errors"], cioc_env)
+        assert result.returncode == 1
+    assert len(list((tmp_path / "mail").glob("*.eml"))) == 1
+    env = dict(cioc_env, CIOC_REPORT_REPEAT_HOURS="0")
+    run_command([sys.executable, PLAIN, "--fail", "--notify-errors"], env)
+    assert len(list((tmp_path / "mail").glob("*.eml"))) == 2
+    log = (tmp_path / "logs" / "cioctasks" / "plain_task.log").read_text(encoding="utf-8")
+    assert "not mailed again" in log
