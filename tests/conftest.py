@@ -60,3 +60,28 @@ def assert_no_traceback(result):
 @pytest.fixture
 def python():
     return sys.executable
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    """A small two-site sample world in tmp_path/world; its settings set in os.environ.
+
+    Returns the World; ``world.env`` is the environment for subprocesses."""
+    from cioctasks import sampledb
+
+    built = sampledb.create(tmp_path / "world", sites=2, scale="small", seed=1)
+    for key in list(os.environ):
+        if key.startswith("CIOC_"):
+            monkeypatch.delenv(key)
+    for key, value in built.environ().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    built.env = clean_environ(**built.environ())
+    return built
+
+
+def connect(world, site="ciocdemo"):
+    """Open a site of the sample world through the real UDL and ODBC path."""
+    from cioctasks import config, db
+
+    return db.connect(site, config.from_mapping(world.environ()))
