@@ -1,0 +1,163 @@
+"""Mail volunteer record owners when an organization record linked to their opportunities
+became non-public or got a deletion date.
+
+Calls sp_VOL_NUMChanged_l with the start of the last successful run (first run: 24 hours
+back; --since overrides), and mails each agency's UpdateEmailVOL one message listing its
+changed records, in English and French as the records' languages require. The start time
+moves forward only once every message is sent or spooled; a rerun after a crash sends
+nothing twice and misses nothing.
+"""
+
+import datetime
+import re
+import sys
+from pathlib import Path
+
+import cioctasks
+from cioctasks import mail
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+FIRST_RUN = datetime.timedelta(hours=24)
+
+
+def one_line(text):
+    """Database text as one display line: no CR/LF, no runs of spaces."""
+    return " ".join(str(text or "").split())
+
+
+def record_url(base_url, num):
+    base = base_url or ""
+    if base and "://" not in base:
+        base = "https://" + base
+    return f"{base.rstrip('/')}/record/{num}"
+
+
+def group_by_agency(rows):
+    """Group NUMChanged rows by record owner: {owner: [rows]}, in the procedure's order."""
+    agencies = {}
+    for row in rows:
+        agencies.setdefault(row["RECORD_OWNER"], []).append(row)
+    return agencies
+
+
+def recipients_of(update_email):
+    """The addresses of an UpdateEmailVOL value (which may list several)."""
+    return [a for a in re.split(r"[;,\s]+", update_email or "") if a]
+
+
+def render(agency, rows, base_urls, since, now):
+    """Return the text of one agency's message."""
+    import jinja2
+
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
+                                     keep_trailing_newline=True, autoescape=False)
+    sections = {}
+    for lang_id, culture in ((0, "en_CA"), (2, "fr_CA")):
+        records = [{
+            "name": one_line(row["ORG_NAME_FULL"]),
+            "num": row["NUM"],
+            "non_public": bool(row["NON_PUBLIC"]),
+            "deletion_date": row["DELETION_DATE"].date().isoformat() if row["DELETION_DATE"] else None,
+            "deleted": bool(row["DELETION_DATE"] and row["DELETION_DATE"] <= now),
+            "opportunities": row["OpportunityCount"],
+            "url": record_url(base_urls.get(row["NUM"]), row["NUM"]),
+        } for row in rows if row["LangID"] == lang_id]
+        if records:
+            sections[culture] = environment.get_template(
+                f"cic_changes_{culture}.txt").render(records=records)
+    return environment.get_template("cic_changes_message.txt").render(
+        agency=agency, since=since.strftime("%Y-%m-%d %H:%M"),
+        english=sections.get("en_CA"), french=sections.get("fr_CA"))
+
+
+def build_message(agency, rows, base_urls, since, now):
+    """Return the mail.Message for one agency; raise mail.HeaderError for bad addresses."""
+    first = rows[0]
+    count = len({row["NUM"] for row in rows})
+    french_only = all(row["LangID"] == 2 for row in rows)
+    subject = (f"{count} dossier(s) d'organisme modifié(s) ({agency})" if french_only else
+               f"{count} organization record(s) changed ({agency})")
+    return mail.Message(
+        to=recipients_of(first["UpdateEmailVOL"]), subject=subject,
+        text=render(agency, rows, base_urls, since, now),
+        sender=first["DefaultEmailVOL"], sender_name=one_line(first["DefaultEmailNameVOL"]),
+    )
+
+
+def base_urls_of(database, nums):
+    """Map each record number to its member's base URL."""
+    urls = {}
+    nums = sorted(set(nums))
+    for start in range(0, len(nums), 500):
+        chunk = nums[start:start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        for row in database.query(
+                "SELECT bt.NUM, m.BaseURLVOL FROM GBL_BaseTable bt "
+                f"JOIN STP_Member m ON m.MemberID = bt.MemberID WHERE bt.NUM IN ({marks})", *chunk):
+            urls[row["NUM"]] = row["BaseURLVOL"]
+    return urls
+
+
+def notify(context, name, database, since, now):
+    """Send each agency its message; return (agencies mailed, rows listed)."""
+    (rows,) = database.call("sp_VOL_NUMChanged_l", since)
+    agencies = group_by_agency(rows)
+    base_urls = base_urls_of(database, [row["NUM"] for row in rows])
+    key_prefix = f"sent:{name}:{since.isoformat()}:"
+    done = context.state.items(context.task, key_prefix)
+    sent = 0
+    with context.mailer.session() as session:
+        for agency, agency_rows in agencies.items():
+            key = key_prefix + agency
+            if key in done:
+                context.log.info("%s: already mailed by an earlier run", agency)
+                continue
+            try:
+                message = build_message(agency, agency_rows, base_urls, since, now)
+                status = session.send(message)
+            except (mail.HeaderError, mail.Refused) as error:
+                context.problem(f"{agency}: {error}")
+                continue
+            context.log.info("%s: %d records, %s to %s", agency, len(agency_rows), status,
+                             ", ".join(message.recipients))
+            if not context.dry_run:
+                context.state.set(context.task, key, status)
+            sent += 1
+    return sent, len(rows)
+
+
+def task(context, name):
+    now = datetime.datetime.now().replace(microsecond=0)
+    watermark = f"since:{name}"
+    if context.args.since:
+        since = context.args.since
+    else:
+        stored = context.state.get(context.task, watermark)
+        since = datetime.datetime.fromisoformat(stored) if stored else now - FIRST_RUN
+    with context.connect(name) as database:
+        sent, rows = notify(context, name, database, since, now)
+    # A refused address is reported and kept in outbox/failed; it does not hold the start
+    # time back, or every later night would wait on it.
+    if not context.dry_run and not context.args.since:
+        context.state.set(context.task, watermark, now.isoformat())
+        for key in context.state.items(context.task, f"sent:{name}:"):
+            context.state.delete(context.task, key)
+    verb = "would mail" if context.dry_run else "mailed"
+    return f"{rows} changed record rows since {since:%Y-%m-%d %H:%M}; {verb} {sent} agencies"
+
+
+def parse_since(text):
+    try:
+        return datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not a date and time: {text!r}") from None
+
+
+def add_arguments(parser):
+    parser.add_argument("--since", type=parse_since, metavar="'YYYY-MM-DD hh:mm:ss'",
+                        help="report changes since this time instead (the stored start "
+                             "time is left as it is)")
+
+
+if __name__ == "__main__":
+    sys.exit(cioctasks.run(task, add_arguments, per_database=True))
