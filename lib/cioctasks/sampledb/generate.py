@@ -90,11 +90,10 @@ class Generator:
             views.append((member_id * 10 + 1, member_id))
             view_names += [(member_id * 10 + 1, 0, "Volunteer"), (member_id * 10 + 1, 2, "Bénévolat")]
             host = self.base_url(member_id).replace("https://", "")
-            domains += [
-                (member_id, host, 0), (member_id, f"www.{title}{member_id}Example.ORG", 0),
-                (member_id, host.replace(".cioc.ca", "-fr.cioc.ca"), 1),
-                (member_id, f"benevoles.{site}{member_id}.example.qc.ca", 1),
-            ]
+            domains += [(member_id, host, 0), (member_id, f"www.{title}{member_id}Example.ORG", 0)]
+            if member_id == 1:
+                domains.append((member_id, host.replace(".cioc.ca", "-fr.cioc.ca"), 1))
+            domains.append((member_id, f"benevoles.{site}{member_id}.example.qc.ca", 1))
         # A group with no name under cioc.ca: the offline map must report it, not guess.
         domains.append((2, f"only.{site}.example.net", 1))
         self.insert("STP_Member", rows)
