@@ -115,19 +115,15 @@ def describe(source, name):
     return Table(name, columns, ordered)
 
 
-def _sqlite_value(value):
-    if isinstance(value, datetime.datetime):
-        return value.isoformat(sep=" ", timespec="milliseconds")
-    if isinstance(value, (datetime.date, datetime.time, uuid.UUID)):
-        return str(value)
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, bytearray):
-        return bytes(value)
-    return value
-
-
-_CONVERTED = (datetime.date, datetime.time, uuid.UUID, decimal.Decimal, bytearray)
+def _register_adapters():
+    """Teach sqlite3 the types pyodbc returns, once, so rows go to executemany as they
+    come: converting in Python row by row costs a third of the copy."""
+    sqlite3.register_adapter(
+        datetime.datetime, lambda value: value.isoformat(sep=" ", timespec="milliseconds"))
+    sqlite3.register_adapter(datetime.date, str)
+    sqlite3.register_adapter(datetime.time, str)
+    sqlite3.register_adapter(decimal.Decimal, str)
+    sqlite3.register_adapter(uuid.UUID, str)
 
 
 class Target:
@@ -167,6 +163,7 @@ class SqliteTarget(Target):
     """A new SQLite database file written with the stdlib driver (the fast path)."""
 
     def __init__(self, path):
+        _register_adapters()
         self.path = Path(path)
         if self.path.exists():
             self.path.unlink()
@@ -180,27 +177,14 @@ class SqliteTarget(Target):
     def insert(self, table, columns, batches):
         marks = ", ".join("?" for _ in columns)
         sql = f"INSERT INTO {quote(table.name)} VALUES ({marks})"
-        convert = [i for i, c in enumerate(columns) if c.kind in (
-            "datetime", "date", "time", "datetimeoffset", "guid", "decimal", "binary")]
         count = 0
         self.connection.execute("BEGIN")
         for rows in batches:
-            if convert:
-                rows = [_converted(row, convert) for row in rows]
             self.connection.executemany(sql, rows)
             count += len(rows)
         self.connection.execute("COMMIT")
         return count
 
-
-
-def _converted(row, positions):
-    row = list(row)
-    for i in positions:
-        value = row[i]
-        if isinstance(value, _CONVERTED):
-            row[i] = _sqlite_value(value)
-    return row
 
 
 class OdbcTarget(Target):
@@ -246,10 +230,8 @@ def copy_table(source, target, table, condition=None, skip_columns=(), batch=BAT
     if not columns:
         raise CopyError(f"{table.name}: every column is skipped")
     target.create(table, columns)
-    select = f"SELECT {', '.join(quote(c.name) for c in columns)} FROM {quote(table.name)}"
-    if condition:
-        select += f" WHERE {condition}"
-    batches = (rows for _, rows in source.iterate(select, size=batch))
+    select = ", ".join(quote(c.name) for c in columns)
+    batches = source.iterate_table(select, quote(table.name), condition, size=batch)
     copied = target.insert(table, columns, batches)
     target.create_indexes(table, columns)
     written = target.count(table)

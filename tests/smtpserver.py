@@ -1,31 +1,53 @@
-"""A real SMTP server for tests (aiosmtpd on 127.0.0.1), with TLS and AUTH when asked.
+"""A real SMTP server for tests: aiosmtpd on 127.0.0.1, on a free port, with TLS and AUTH
+when asked, collecting every message it accepts.
 
-    with SMTPServer(tls="starttls", auth=("user", "pw")) as server:
-        ... server.port, server.ca_file, server.messages, server.wait_for(1)
+    with SMTPServer() as server:                                   # plain SMTP
+        env = dict(base_env, **server.environ())                   # CIOC_MAIL_* for it
+        ...
+        server.wait_for(1)                                         # -> server.messages
+    with SMTPServer(tls="ssl" | "starttls", auth=("user", "pw")) as server:
+        monkeypatch.setenv("SSL_CERT_FILE", server.ca_file)        # trust its test CA
+
+What it holds: ``port``, ``ca_file`` (PEM of the trustme CA that signed its certificate,
+for ``SSL_CERT_FILE``), ``messages`` (email.message.EmailMessage, in arrival order),
+``envelopes`` ([(mail_from, [rcpt_to, ...])] alongside), ``logins`` (user names that
+logged in) and ``connections`` (SMTP connections opened to it).
+
+How it misbehaves, for tests of failures: ``refuse`` and ``defer`` are sets of recipients
+answered 550 or 451 at RCPT; ``data_replies`` maps a recipient to the reply the end of DATA
+gets for a message to it (``"554 5.6.0 refused"``); ``delay`` makes each DATA take that
+many seconds; ``idle_timeout`` closes a connection idle for that many seconds. With
+``auth`` a message from a client that did not log in is refused (530).
 """
 
+import asyncio
 import email
 import email.policy
 import socket
 import ssl
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
+HOST = "127.0.0.1"
+
 
 def free_port():
+    """Return a TCP port on 127.0.0.1 that nothing listens on (for a server that is down)."""
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((HOST, 0))
         return probe.getsockname()[1]
 
 
-class Handler:
+class _Handler:
     def __init__(self, server):
         self.server = server
 
-    async def handle_RCPT(self, smtp_server, session, envelope, address, options):
+    async def handle_RCPT(self, smtp, session, envelope, address, options):
         if address in self.server.refuse:
             return "550 5.1.1 no such mailbox"
         if address in self.server.defer:
@@ -33,66 +55,81 @@ class Handler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, smtp_server, session, envelope):
+    async def handle_DATA(self, smtp, session, envelope):
+        server = self.server
+        if server.delay:
+            await asyncio.sleep(server.delay)
+        for recipient in envelope.rcpt_tos:
+            if recipient in server.data_replies:
+                return server.data_replies[recipient]
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        with self.server.lock:
-            self.server.messages.append(message)
-            self.server.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        with server.lock:
+            server.messages.append(message)
+            server.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
         return "250 Message accepted"
 
 
 class SMTPServer:
-    def __init__(self, tls=None, auth=None, port=None, tmp_path=None):
+    """A running aiosmtpd server; see the module docstring. Use it as a context manager."""
+
+    def __init__(self, tls=None, auth=None, port=None, delay=0.0, idle_timeout=None):
+        if tls not in (None, "ssl", "starttls"):
+            raise ValueError(f"tls must be None, 'ssl' or 'starttls', not {tls!r}")
+        self.host = HOST
         self.tls = tls
-        self.auth = auth
+        self.auth = tuple(auth) if auth else None
         self.port = port or free_port()
+        self.delay = delay
+        self.idle_timeout = idle_timeout
         self.messages = []
         self.envelopes = []
+        self.logins = []
         self.connections = 0
         self.refuse = set()
         self.defer = set()
+        self.data_replies = {}
         self.lock = threading.Lock()
         self.ca_file = None
-        self._tmp = tmp_path
-        self.controller = None
+        self._folder = None
+        self._controller = None
 
-    def _contexts(self):
-        import tempfile
-
+    def _server_context(self):
         import trustme
 
         ca = trustme.CA()
-        certificate = ca.issue_cert("127.0.0.1", "localhost")
+        certificate = ca.issue_cert(HOST, "localhost")
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         certificate.configure_cert(context)
-        folder = self._tmp or tempfile.mkdtemp(prefix="smtp-ca-")
-        self.ca_file = f"{folder}/ca.pem"
+        self._folder = tempfile.TemporaryDirectory(prefix="smtpserver-")
+        self.ca_file = str(Path(self._folder.name) / "ca.pem")
         ca.cert_pem.write_to_path(self.ca_file)
         return context
 
-    def _authenticate(self, server, session, envelope, mechanism, auth_data):
-        login = auth_data.login.decode() if isinstance(auth_data.login, bytes) else auth_data.login
-        password = (auth_data.password.decode() if isinstance(auth_data.password, bytes)
-                    else auth_data.password)
-        # handled=False: aiosmtpd itself answers 535 to a wrong password.
-        return AuthResult(success=(login, password) == self.auth, handled=False)
+    def _authenticate(self, smtp, session, envelope, mechanism, auth_data):
+        def text(value):
+            return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+        login = text(auth_data.login)
+        if (login, text(auth_data.password)) == self.auth:
+            with self.lock:
+                self.logins.append(login)
+            return AuthResult(success=True)
+        return AuthResult(success=False, handled=False)  # aiosmtpd answers 535
 
     def start(self):
-        kwargs = {}
-        server_kwargs = {}
-        if self.tls:
-            context = self._contexts()
-            if self.tls == "ssl":
-                kwargs["ssl_context"] = context
-            else:
-                server_kwargs["tls_context"] = context
-                server_kwargs["require_starttls"] = True
+        controller_options, smtp_options = {}, {}
+        if self.tls == "ssl":
+            controller_options["ssl_context"] = self._server_context()
+        elif self.tls == "starttls":
+            smtp_options["tls_context"] = self._server_context()
+            smtp_options["require_starttls"] = True
         if self.auth:
-            server_kwargs["authenticator"] = self._authenticate
-            # aiosmtpd counts only STARTTLS as TLS; an implicit-SSL socket is TLS already.
-            server_kwargs["auth_require_tls"] = self.tls == "starttls"
-        else:
-            server_kwargs["auth_require_tls"] = False
+            smtp_options["authenticator"] = self._authenticate
+            smtp_options["auth_required"] = True
+        # aiosmtpd counts only STARTTLS as encryption; an implicit-SSL socket already is.
+        smtp_options["auth_require_tls"] = self.tls == "starttls"
+        if self.idle_timeout:
+            smtp_options["timeout"] = self.idle_timeout
         outer = self
 
         class CountingController(Controller):
@@ -101,29 +138,50 @@ class SMTPServer:
                     outer.connections += 1
                 return super().factory()
 
-        self.controller = CountingController(
-            Handler(self), hostname="127.0.0.1", port=self.port, **server_kwargs, **kwargs,
+        self._controller = CountingController(
+            _Handler(self), hostname=HOST, port=self.port, **controller_options, **smtp_options
         )
-        self.controller.start()
+        self._controller.start()
         with self.lock:
             self.connections = 0  # the controller's own readiness probe does not count
         return self
 
     def stop(self):
-        if self.controller:
-            self.controller.stop()
-            self.controller = None
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+        if self._folder is not None:
+            self._folder.cleanup()
+            self._folder = None
 
     def __enter__(self):
         return self.start()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc_info):
         self.stop()
 
     def wait_for(self, count, timeout=10):
+        """Wait until ``count`` messages arrived; return ``messages``. AssertionError after
+        ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(self.messages) >= count:
-                return self.messages
-            time.sleep(0.05)
-        raise AssertionError(f"expected {count} messages, got {len(self.messages)}")
+        while len(self.messages) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"expected {count} messages, got {len(self.messages)}")
+            time.sleep(0.02)
+        return self.messages
+
+    def environ(self, username=None, password=None):
+        """Return the ``CIOC_MAIL_*`` variables (and ``SSL_CERT_FILE``) that point the
+        toolkit at this server, logging in with ``auth`` unless told otherwise."""
+        values = {"CIOC_MAIL_BACKEND": "smtp", "CIOC_MAIL_HOST": HOST,
+                  "CIOC_MAIL_PORT": str(self.port)}
+        if self.tls == "ssl":
+            values["CIOC_MAIL_USE_SSL"] = "1"
+        elif self.tls == "starttls":
+            values["CIOC_MAIL_STARTTLS"] = "1"
+        if self.ca_file:
+            values["SSL_CERT_FILE"] = self.ca_file
+        if self.auth or username:
+            values["CIOC_MAIL_USERNAME"] = username or self.auth[0]
+            values["CIOC_MAIL_PASSWORD"] = password or self.auth[1]
+        return values

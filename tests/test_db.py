@@ -125,3 +125,18 @@ def test_the_backend_follows_the_driver():
     assert db.backend_of("Driver=SQLite3;Database=x") == "sample"
     assert db.backend_of("Driver={ODBC Driver 18 for SQL Server};Server=x") == "mssql"
     assert db.backend_of("DSN=CIOC") == "mssql"
+
+
+def test_a_table_is_read_whole_in_pages_with_its_condition(sites):
+    settings, path = sites
+    with sqlite3.connect(path) as connection:
+        connection.executemany("INSERT INTO STP_Member (MemberID, DatabaseCode) VALUES (?, ?)",
+                               [(n, f"M{n}") for n in range(3, 40)])
+        connection.execute("CREATE INDEX ix_code ON STP_Member (DatabaseCode)")
+    with db.connect("ciocdemo", settings) as database:
+        batches = list(database.iterate_table("[MemberID]", "[STP_Member]",
+                                              "DatabaseCode LIKE 'M%'", size=4, page=5))
+        everything = list(database.iterate_table("[MemberID]", "[STP_Member]", size=100, page=7))
+    assert all(len(batch) <= 4 for batch in batches)
+    assert [row[0] for batch in batches for row in batch] == list(range(3, 40))
+    assert sum(len(batch) for batch in everything) == 39

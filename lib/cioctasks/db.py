@@ -196,6 +196,45 @@ class Database:
                 return
             yield columns, rows
 
+    def iterate_table(self, select, table, condition=None, size=5000, page=50_000):
+        """Yield batches (lists of rows) of ``SELECT <select> FROM <table> [WHERE condition]``,
+        memory bounded whatever the table's size.
+
+        The SQLite ODBC driver reads a whole result set into memory before the first row,
+        so on the sample backend the table is read in pages by rowid; SQL Server streams.
+        """
+        where = f" WHERE ({condition})" if condition else " WHERE 1 = 1"
+        if self.backend != "sample":
+            for _, rows in self.iterate(f"SELECT {select} FROM {table}{where}", size=size):
+                yield rows
+            return
+        # NOT INDEXED keeps SQLite on a rowid range scan: through an index on the condition's
+        # columns, each page would read and sort every matching row again.
+        source = f"{table} NOT INDEXED{where}"
+        last = None
+        while True:
+            bound = "" if last is None else f" AND rowid > {int(last)}"
+            rows = self.query_rows(
+                f"SELECT rowid, {select} FROM {source}{bound} ORDER BY rowid LIMIT {page}")
+            if not rows:
+                return
+            last = rows[-1][0]
+            for start in range(0, len(rows), size):
+                yield [row[1:] for row in rows[start:start + size]]
+            if len(rows) < page:
+                return
+
+    def query_rows(self, sql, *params):
+        """Run a SELECT and return its rows as pyodbc rows (tuples), not dicts."""
+        import pyodbc
+
+        cursor = self._cursor()
+        self._run(cursor, sql, params)
+        try:
+            return cursor.fetchall()
+        except pyodbc.Error as error:
+            raise DatabaseError(f"{self.name}: {describe(error)}") from None
+
     def execute(self, sql, *params):
         """Run a statement and commit; return the row count."""
         cursor = self._cursor()

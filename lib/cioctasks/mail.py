@@ -1,20 +1,33 @@
-"""Mail: messages with safe headers, and a Mailer that never loses one.
+"""Mail: messages with safe headers, and a Mailer that never loses one nor sends one twice.
 
-``Message`` builds text (and optional HTML) mail with Unicode-safe headers; CR, LF or NUL
-in any header value is refused. ``Mailer`` sends through one of three backends: ``smtp``
-(SSL, STARTTLS, AUTH, one connection per session), ``file`` (an ``.eml`` per message in
-``CIOC_MAIL_DIR``) or ``memory`` (tests). A message the SMTP server cannot take now is
-spooled to the outbox (``outbox`` module) and sent by the next run of any task; a
-permanent refusal is moved to ``outbox/failed`` and reported.
+``Message`` builds a text mail (with an optional HTML alternative) whose headers are
+Unicode-safe; a CR, LF or NUL in any header value, name or address is refused with
+``HeaderError``, so no data from a database can inject a header.
+
+``Mailer`` sends through one of three backends, chosen by ``CIOC_MAIL_BACKEND``:
+
+- ``smtp``: SSL or STARTTLS, AUTH when a user name is set, one connection per session.
+  A message the server cannot take now is spooled to the outbox (``outbox`` module) and
+  sent by ``flush_outbox`` at the start of the next run of any task; a message the server
+  refuses for good goes to ``outbox/failed`` and ``send`` raises ``Refused``.
+- ``file``: each message is written as an ``.eml`` file into ``CIOC_MAIL_DIR``.
+- ``memory``: each message is appended to ``MEMORY_OUTBOX`` (tests).
+
+TLS verifies the server's certificate against the system's trusted CAs; a private CA is
+trusted by pointing the standard ``SSL_CERT_FILE`` variable at its PEM file.
 """
 
+import collections
 import contextlib
 import datetime
 import email.headerregistry
 import email.message
 import email.policy
 import email.utils
+import hashlib
 import itertools
+import logging
+import re
 import smtplib
 import socket
 import ssl
@@ -25,7 +38,7 @@ from cioctasks.errors import TaskError
 #: Messages delivered by the ``memory`` backend, for tests.
 MEMORY_OUTBOX = []
 
-_counter = itertools.count(1)
+_file_counter = itertools.count(1)
 
 
 class MailError(TaskError):
@@ -33,63 +46,122 @@ class MailError(TaskError):
 
 
 class Refused(MailError):
-    """The server refused this one message for good (a bad address, say)."""
+    """The server refused this one message for good (a mailbox that does not exist, say)."""
 
 
 class HeaderError(ValueError):
-    """A header value that would break the message or inject headers."""
+    """A header value, name or address that would break the message or inject a header."""
+
+
+# -- messages ---------------------------------------------------------------------------
+
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LOCAL_PART = re.compile(rf"{_ATOM}(?:\.{_ATOM})*\Z")
+_DOMAIN_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
+_HEADER_NAME = re.compile(r"[!-9;-~]+\Z")  # printable ASCII without ':' (RFC 5322 ftext)
+_MESSAGE_ID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>\Z")
+
+#: Headers that Message writes itself: passing them in ``headers`` is an error.
+_OWN_HEADERS = frozenset(
+    ("from", "to", "cc", "bcc", "subject", "reply-to", "sender", "mime-version",
+     "content-type", "content-transfer-encoding")
+)
 
 
 def _clean(value, what):
+    """Return ``value`` as text; raise HeaderError if it holds CR, LF or NUL."""
     value = "" if value is None else str(value)
     if any(c in value for c in "\r\n\0"):
-        raise HeaderError(f"{what} holds a line break or NUL: {value[:60]!r}")
+        raise HeaderError(f"{what} holds a line break or NUL: {value[:80]!r}")
     return value
 
 
-def _address(address, what, name=None):
-    address = _clean(address, what).strip()
-    local, at, domain = address.rpartition("@")
-    if not at or not local or not domain or any(c.isspace() for c in address) or "," in address:
-        raise HeaderError(f"{what} is not an address: {address[:60]!r}")
-    if name:
-        return email.headerregistry.Address(display_name=_clean(name, f"{what} name").strip(),
-                                            addr_spec=address)
-    return email.headerregistry.Address(addr_spec=address)
+def address(text, what="address", name=None):
+    """Given an address (and an optional display name), return an email Address.
+
+    A non-ASCII domain is written in its IDNA (``xn--``) form; a non-ASCII or quoted local
+    part is not supported. Raise HeaderError for anything that is not one plain address.
+    """
+    text = _clean(text, what).strip()
+    local, at, domain = text.rpartition("@")
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii") if domain else ""
+    except UnicodeError:
+        ascii_domain = ""
+    labels = ascii_domain.split(".")
+    if (not at or not _LOCAL_PART.match(local) or len(local) > 64 or len(ascii_domain) > 253
+            or not all(_DOMAIN_LABEL.match(label) for label in labels)):
+        raise HeaderError(f"{what} is not an address: {text[:80]!r}")
+    display_name = _clean(name, f"{what} name").strip() if name else ""
+    return email.headerregistry.Address(display_name=display_name, username=local,
+                                        domain=ascii_domain)
+
+
+def _message_id(value):
+    value = _clean(value, "Message-ID").strip()
+    if not value.startswith("<"):
+        value = f"<{value}>"
+    if not _MESSAGE_ID.match(value):
+        raise HeaderError(f"Message-ID is not of the form <id@domain>: {value[:80]!r}")
+    return value
 
 
 class Message:
-    """One mail message. ``to`` is an address or a list of them."""
+    """One mail message: plain text, and an HTML alternative when ``html`` is given.
+
+    ``to`` is one address or a list of them. ``headers`` adds headers such as
+    ``List-Unsubscribe``; a ``Message-ID`` or ``Date`` given there is kept, otherwise both
+    are set once here, so the message keeps its identity when it is spooled and resent.
+    Raise HeaderError for a line break or NUL in any header, or for a bad address.
+    """
 
     def __init__(self, to, subject, text, sender, sender_name=None, html=None, headers=None,
                  reply_to=None):
-        recipients = [to] if isinstance(to, str) else list(to)
-        if not recipients:
+        listed = [to] if isinstance(to, str) else list(to or ())
+        if not listed:
             raise HeaderError("a message needs at least one recipient")
-        self.to = [_address(a, "recipient") for a in recipients]
-        self.sender = _address(sender, "sender", sender_name)
-        self.reply_to = _address(reply_to, "Reply-To") if reply_to else None
+        self.to = [address(item, "recipient") for item in listed]
+        self.sender = address(sender, "sender", sender_name)
+        self.reply_to = address(reply_to, "Reply-To") if reply_to else None
         self.subject = _clean(subject, "subject")
-        self.text = text
-        self.html = html
-        self.headers = {_clean(k, "header name"): _clean(v, f"header {k}")
-                        for k, v in (headers or {}).items()}
-        domain = self.sender.domain or "localhost"
-        self.message_id = self.headers.pop("Message-ID", None) or email.utils.make_msgid(
-            domain=domain)
+        self.text = "" if text is None else str(text)
+        self.html = None if html is None else str(html)
+        self.headers = {}
+        message_id = date = None
+        for key, value in (headers or {}).items():
+            key = _clean(key, "header name").strip()
+            if not _HEADER_NAME.match(key):
+                raise HeaderError(f"not a header name: {key[:80]!r}")
+            value = _clean(value, f"header {key}")
+            if key.lower() == "message-id":
+                message_id = _message_id(value)
+            elif key.lower() == "date":
+                date = value
+            elif key.lower() in _OWN_HEADERS:
+                raise HeaderError(f"header {key} is set from the Message arguments")
+            else:
+                self.headers[key] = value
+        self.message_id = message_id or email.utils.make_msgid(domain=self.sender.domain)
+        self.date = date or email.utils.formatdate(localtime=True)
+        self._bytes = None
+
+    def __repr__(self):
+        return f"<Message {self.subject[:40]!r} to {', '.join(self.recipients)}>"
 
     @property
     def recipients(self):
-        return [a.addr_spec for a in self.to]
+        """The envelope recipients: every ``to`` address."""
+        return [item.addr_spec for item in self.to]
 
     def as_email(self):
+        """Return the message as an email.message.EmailMessage (SMTP policy, CRLF)."""
         message = email.message.EmailMessage(policy=email.policy.SMTP)
         message["From"] = self.sender
         message["To"] = self.to
         if self.reply_to:
             message["Reply-To"] = self.reply_to
         message["Subject"] = self.subject
-        message["Date"] = email.utils.formatdate(localtime=True)
+        message["Date"] = self.date
         message["Message-ID"] = self.message_id
         for name, value in self.headers.items():
             message[name] = value
@@ -99,12 +171,129 @@ class Message:
         return message
 
     def as_bytes(self):
-        return self.as_email().as_bytes()
+        """Return the RFC 5322 bytes; the same bytes every time (the MIME boundary too)."""
+        if self._bytes is None:
+            self._bytes = self.as_email().as_bytes()
+        return self._bytes
 
+
+# -- SMTP transactions ------------------------------------------------------------------
+
+#: The result of one SMTP transaction. ``outcome``: ``sent`` (accepted for at least one
+#: recipient), ``later`` (a temporary refusal: try again), ``refused`` (for good) or
+#: ``lost`` (the connection failed; ``started`` is False when it failed on the first
+#: command, so nothing of the message reached the server). ``deferred`` and ``refused``
+#: map recipients to the server's reply; ``reply`` says why a whole message did not go.
+Delivery = collections.namedtuple(
+    "Delivery", "outcome accepted deferred refused reply started", defaults=("", True))
+
+
+def _reply_line(code, reply):
+    if isinstance(reply, bytes):
+        reply = reply.decode("utf-8", "replace")
+    return " ".join(f"{code} {reply}".split())
+
+
+def _reset(client):
+    with contextlib.suppress(OSError):
+        client.rset()
+
+
+def _close(client):
+    with contextlib.suppress(OSError):
+        client.close()
+
+
+def transfer(client, sender, recipients, data):
+    """Given a connected smtplib client, run one transaction; return a Delivery.
+
+    After a refusal the client is reset (RSET) and can take the next message.
+    """
+    try:
+        code, reply = client.mail(sender)
+    except OSError as error:
+        return Delivery("lost", [], {}, {}, describe_network(error), started=False)
+    if code == 421:
+        _close(client)
+        return Delivery("lost", [], {}, {}, _reply_line(code, reply), started=False)
+    if not 200 <= code < 300:
+        _reset(client)
+        outcome = "refused" if code >= 500 else "later"
+        return Delivery(outcome, [], {}, {}, f"sender {sender}: {_reply_line(code, reply)}")
+    accepted, deferred, refused = [], {}, {}
+    for recipient in recipients:
+        try:
+            code, reply = client.rcpt(recipient)
+        except OSError as error:
+            return Delivery("lost", [], {}, {}, describe_network(error))
+        if code == 421:
+            _close(client)
+            return Delivery("lost", [], {}, {}, _reply_line(code, reply))
+        if 200 <= code < 300:
+            accepted.append(recipient)
+        elif code >= 500:
+            refused[recipient] = _reply_line(code, reply)
+        else:
+            deferred[recipient] = _reply_line(code, reply)
+    if not accepted:
+        _reset(client)
+        outcome = "later" if deferred else "refused"
+        replies = {**deferred, **refused}
+        if len(replies) == 1:
+            why = next(iter(replies.values()))
+        else:
+            why = "; ".join(f"{a}: {r}" for a, r in replies.items()) or "no recipients"
+        return Delivery(outcome, [], deferred, refused, why)
+    try:
+        code, reply = client.data(data)
+    except smtplib.SMTPDataError as error:  # the DATA command itself was not answered 354
+        code, reply = error.smtp_code, error.smtp_error
+    except OSError as error:
+        return Delivery("lost", accepted, deferred, refused, describe_network(error))
+    if 200 <= code < 300:
+        return Delivery("sent", accepted, deferred, refused)
+    if code == 421:
+        _close(client)
+        return Delivery("lost", accepted, deferred, refused, _reply_line(code, reply))
+    _reset(client)
+    outcome = "refused" if code >= 500 else "later"
+    return Delivery(outcome, accepted, deferred, refused, _reply_line(code, reply))
+
+
+def describe_network(error):
+    """One line for a network, TLS or SMTP error (without where: the caller adds that)."""
+    if isinstance(error, smtplib.SMTPResponseException):
+        return _reply_line(error.smtp_code, error.smtp_error)
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"TLS failed: certificate verify failed: {error.verify_message}"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS failed: {error.reason or error}"
+    if isinstance(error, (socket.timeout, TimeoutError)):
+        return "timed out"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, socket.gaierror):
+        return f"cannot find the host: {error.strerror or error}"
+    if isinstance(error, smtplib.SMTPServerDisconnected):
+        return f"closed the connection ({error or 'no reason given'})"
+    return getattr(error, "strerror", None) or str(error) or error.__class__.__name__
+
+
+def _needs_attention(error):
+    """True for failures a person must fix (login, TLS, a missing extension), as opposed
+    to a server that is down for now."""
+    return isinstance(error, (smtplib.SMTPAuthenticationError, smtplib.SMTPNotSupportedError,
+                              ssl.SSLError))
+
+
+# -- the mailer -------------------------------------------------------------------------
 
 class Mailer:
-    """Sends messages with the configured backend; ``problems`` collects one-line issues
-    (a refused login, say) for the run report."""
+    """Sends messages with the configured backend.
+
+    ``problems`` collects one-line issues for the run report (a refused login, a recipient
+    refused for good), each once, never with a password.
+    """
 
     def __init__(self, settings, dry_run=False, log=None):
         self.settings = settings
@@ -112,30 +301,41 @@ class Mailer:
         self.log = log
         self.problems = []
         self.outbox = outbox.Outbox(settings.mail_outbox)
+        #: Why the server cannot be reached in this run, once a connection failed: later
+        #: sessions spool at once instead of waiting for the same timeout again.
+        self.down = None
 
-    def _mask(self, text):
+    # text that leaves the mailer: logs, problems, exceptions; all masked
+    def mask(self, text):
         return udl.mask(str(text), self.settings.secrets())
 
-    def _note(self, level, text, *args):
+    def note(self, level, text, *args):
         if self.log:
-            self.log.log(level, self._mask(text % args if args else text))
+            self.log.log(level, "%s", self.mask(text % args if args else text))
 
-    @contextlib.contextmanager
-    def session(self):
-        """Yield a Session: one SMTP connection for a batch, opened on the first send."""
-        session = Session(self)
-        try:
-            yield session
-        finally:
-            session.close()
+    def problem(self, text):
+        text = self.mask(text)
+        if text not in self.problems:
+            self.problems.append(text)
+        self.note(logging.ERROR, text)
+
+    def where(self):
+        return f"{self.settings.mail_host}:{self.settings.mail_port}"
+
+    def describe(self, error):
+        """Return one masked line for a failure to connect, secure or log in."""
+        if isinstance(error, smtplib.SMTPAuthenticationError):
+            return self.mask(f"mail server {self.where()} refused the login for user "
+                             f"{self.settings.mail_username!r}: {describe_network(error)}")
+        return self.mask(f"mail server {self.where()}: {describe_network(error)}")
 
     def connect(self):
         """Open, secure and log in to the SMTP server; return the smtplib client.
 
-        Raise OSError/SMTPException as smtplib does.
+        Raise OSError (smtplib's exceptions are OSErrors) if any step fails.
         """
         settings = self.settings
-        context = ssl.create_default_context()
+        context = ssl.create_default_context()  # honours SSL_CERT_FILE for a private CA
         if settings.mail_use_ssl:
             client = smtplib.SMTP_SSL(settings.mail_host, settings.mail_port,
                                       timeout=settings.mail_timeout, context=context)
@@ -150,150 +350,173 @@ class Mailer:
             if settings.mail_username:
                 client.login(settings.mail_username, settings.mail_password or "")
         except BaseException:
-            with contextlib.suppress(Exception):
-                client.close()
+            _close(client)
             raise
         return client
 
-    def where(self):
-        return f"{self.settings.mail_host}:{self.settings.mail_port}"
+    def open(self, purpose="messages go to the outbox"):
+        """Return a connected client, or None (and remember why) if the server cannot be used.
 
-    def describe(self, error):
-        """One masked line for an SMTP or network error."""
-        if isinstance(error, smtplib.SMTPAuthenticationError):
-            user = self.settings.mail_username
-            reply = error.smtp_error.decode("utf-8", "replace") if isinstance(
-                error.smtp_error, bytes) else str(error.smtp_error)
-            return (f"mail server {self.where()} refused the login for user {user!r}: "
-                    f"{error.smtp_code} {reply}")
-        if isinstance(error, smtplib.SMTPResponseException):
-            reply = error.smtp_error.decode("utf-8", "replace") if isinstance(
-                error.smtp_error, bytes) else str(error.smtp_error)
-            return self._mask(f"mail server {self.where()}: {error.smtp_code} {reply}")
-        if isinstance(error, ssl.SSLError):
-            return self._mask(f"mail server {self.where()}: TLS failed: {error.reason or error}")
-        if isinstance(error, (socket.timeout, TimeoutError)):
-            return f"mail server {self.where()}: timed out"
-        text = getattr(error, "strerror", None) or str(error) or error.__class__.__name__
-        return self._mask(f"mail server {self.where()}: {text}")
+        A failure a person must fix (login, TLS) is also recorded in ``problems``.
+        """
+        try:
+            return self.connect()
+        except OSError as error:
+            self.down = self.describe(error)
+            if _needs_attention(error):
+                self.problem(self.down)
+            else:
+                self.note(logging.WARNING, "%s; %s", self.down, purpose)
+            return None
 
     def check(self):
-        """Connect, secure and log in, then quit. Raise MailError with one line if it fails."""
+        """Connect, secure and log in, then quit. Raise MailError with one line if it fails.
+
+        Only the ``smtp`` backend has anything to check.
+        """
         if self.settings.mail_backend != "smtp":
             return
         try:
             client = self.connect()
-        except (OSError, smtplib.SMTPException) as error:
+        except OSError as error:
             raise MailError(self.describe(error)) from None
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(OSError):
             client.quit()
 
-    def deliver_file(self, message_bytes):
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        name = f"{stamp}-{next(_counter):04d}-{outbox.short_id(message_bytes)}.eml"
-        files.atomic_write(self.settings.mail_dir / name, message_bytes)
-        return name
+    @contextlib.contextmanager
+    def session(self):
+        """Yield a Session: one SMTP connection for a batch, opened on its first send and
+        closed (QUIT) at the end of the block."""
+        session = Session(self)
+        try:
+            yield session
+        finally:
+            session.close()
+
+    def send(self, message):
+        """Send one message in a session of its own; return as ``Session.send``."""
+        with self.session() as session:
+            return session.send(message)
 
     def flush_outbox(self):
-        """Send what the outbox holds; return an outbox.Report."""
+        """Send what the outbox holds; return an ``outbox.Report(sent, remaining, failed)``.
+
+        Cheap when the outbox is empty; skipped (nothing sent) while another process
+        flushes the same outbox, and in a dry run.
+        """
         if self.dry_run:
-            return outbox.Report(0, len(self.outbox.pending()), 0)
+            remaining = self.outbox.count()
+            if remaining:
+                self.note(logging.INFO, "(dry run) would send %d messages from the outbox",
+                          remaining)
+            return outbox.Report(0, remaining, 0)
+        if self.settings.mail_backend != "smtp":
+            return outbox.Report(0, self.outbox.count(), 0)
         return self.outbox.flush(self)
+
+    def write_file(self, message):
+        """Write a message into ``CIOC_MAIL_DIR`` (the ``file`` backend); return its path."""
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        short_id = hashlib.sha256(message.message_id.encode("utf-8")).hexdigest()[:10]
+        path = self.settings.mail_dir / f"{stamp}-{next(_file_counter)}-{short_id}.eml"
+        files.atomic_write(path, message.as_bytes())
+        return path
 
 
 class Session:
-    """One batch of messages over at most one SMTP connection."""
+    """One batch of messages over at most one SMTP connection (see ``Mailer.session``)."""
 
     def __init__(self, mailer):
         self.mailer = mailer
         self.client = None
-        self.down = None  # why the server cannot be used in this session, once known
+        self.used = False  # the connection carried a transaction: it may have gone idle
 
     def _client(self):
-        if self.client is None and self.down is None:
-            try:
-                self.client = self.mailer.connect()
-            except (OSError, smtplib.SMTPException) as error:
-                self.down = self.mailer.describe(error)
-                if isinstance(error, (smtplib.SMTPAuthenticationError, ssl.SSLError)):
-                    self.mailer.problems.append(self.down)
-                self.mailer._note(40, "%s; messages go to the outbox", self.down)
+        if self.client is None and self.mailer.down is None:
+            self.client = self.mailer.open()
+            self.used = False
         return self.client
 
     def send(self, message):
         """Send one message; return ``sent``, ``spooled`` or ``dry-run``.
 
-        Raise Refused if the server refuses it for good (it is kept in outbox/failed).
+        ``spooled``: the server cannot take it now; it waits in the outbox for the next
+        run. Raise Refused if the server refuses it for good (it is kept in outbox/failed).
         """
         mailer = self.mailer
-        data = message.as_bytes()
+        recipients = ", ".join(message.recipients)
         if mailer.dry_run:
-            mailer._note(20, "(dry run) would mail %r to %s", message.subject,
-                         ", ".join(message.recipients))
+            mailer.note(logging.INFO, "(dry run) would mail %r to %s", message.subject,
+                        recipients)
             return "dry-run"
         backend = mailer.settings.mail_backend
         if backend == "memory":
             MEMORY_OUTBOX.append(message)
             return "sent"
         if backend == "file":
-            mailer.deliver_file(data)
+            path = mailer.write_file(message)
+            mailer.note(logging.INFO, "mail %s to %s written to %s", message.message_id,
+                        recipients, path)
             return "sent"
-        client = self._client()
-        if client is None:
-            mailer.outbox.spool(data)
-            return "spooled"
-        return self._send_smtp(client, data, message.sender.addr_spec, message.recipients)
+        return self._send_smtp(message)
 
-    def _send_smtp(self, client, data, sender, recipients):
+    def _spool(self, message, recipients, why):
         mailer = self.mailer
-        try:
-            refused = client.sendmail(sender, recipients, data)
-        except smtplib.SMTPRecipientsRefused as error:
-            return self._refused(data, sender, recipients, error.recipients)
-        except smtplib.SMTPResponseException as error:
-            if 500 <= error.smtp_code < 600:
-                with contextlib.suppress(Exception):
-                    client.rset()
-                mailer.outbox.fail(data)
-                raise Refused(f"{', '.join(recipients)}: {mailer.describe(error)}") from None
-            return self._spool_after(error, data, sender, recipients)
-        except (OSError, smtplib.SMTPException) as error:
-            return self._spool_after(error, data, sender, recipients)
-        if refused:
-            line = "; ".join(f"{a}: {c} {r.decode('utf-8', 'replace') if isinstance(r, bytes) else r}"
-                             for a, (c, r) in refused.items())
-            mailer.problems.append(f"some recipients refused: {line}")
-            mailer._note(40, "some recipients refused: %s", line)
-        return "sent"
-
-    def _refused(self, data, sender, recipients, refused):
-        temporary = {a: v for a, v in refused.items() if 400 <= v[0] < 500}
-        if temporary:
-            return self._spool_after(None, data, sender, recipients)
-        with contextlib.suppress(Exception):
-            self.client.rset()
-        self.mailer.outbox.fail(data)
-        reasons = "; ".join(
-            f"{a}: {c} {r.decode('utf-8', 'replace') if isinstance(r, bytes) else r}"
-            for a, (c, r) in refused.items())
-        raise Refused(f"refused by {self.mailer.where()}: {reasons}")
-
-    def _spool_after(self, error, data, sender, recipients):
-        if error is not None:
-            self.down = self.mailer.describe(error)
-            self.mailer._note(40, "%s; message kept in the outbox", self.down)
-            self._drop_client()
-        self.mailer.outbox.spool(data)
+        mailer.outbox.spool(message.as_bytes(), message.sender.addr_spec, recipients,
+                            message.message_id)
+        mailer.note(logging.WARNING, "mail %s to %s kept in the outbox: %s",
+                    message.message_id, ", ".join(recipients), why)
         return "spooled"
 
-    def _drop_client(self):
+    def _send_smtp(self, message):
+        mailer = self.mailer
+        sender, recipients = message.sender.addr_spec, message.recipients
+        client = self._client()
+        if client is None:
+            return self._spool(message, recipients, mailer.down)
+        delivery = transfer(client, sender, recipients, message.as_bytes())
+        if delivery.outcome == "lost" and not delivery.started and self.used:
+            # The server dropped a connection that sat idle between two messages. Nothing
+            # of this message reached it, so one new connection cannot send it twice.
+            self._drop()
+            client = self._client()
+            if client is None:
+                return self._spool(message, recipients, mailer.down)
+            delivery = transfer(client, sender, recipients, message.as_bytes())
+        self.used = True
+        where = mailer.where()
+        for recipient, reply in delivery.refused.items():
+            if delivery.outcome != "refused":
+                mailer.problem(f"mail to {recipient} refused by {where}: {reply}")
+        if delivery.outcome == "sent":
+            mailer.note(logging.INFO, "mail %s sent to %s", message.message_id,
+                        ", ".join(delivery.accepted))
+            if delivery.deferred:
+                self._spool(message, list(delivery.deferred), "; ".join(
+                    f"{a}: {r}" for a, r in delivery.deferred.items()))
+            return "sent"
+        # Whatever was not refused for good waits in the outbox.
+        waiting = [r for r in recipients if r not in delivery.refused]
+        if delivery.outcome == "later":
+            return self._spool(message, waiting, f"{where}: {delivery.reply}")
+        if delivery.outcome == "lost":
+            mailer.down = mailer.mask(f"mail server {where}: {delivery.reply}")
+            self._drop()
+            return self._spool(message, waiting, mailer.down)
+        mailer.outbox.fail(message.as_bytes(), sender, recipients, message.message_id)
+        line = mailer.mask(f"mail to {', '.join(recipients)} refused by {where}: "
+                           f"{delivery.reply}")
+        mailer.note(logging.ERROR, "%s (kept in %s)", line, mailer.outbox.failed_folder)
+        raise Refused(line)
+
+    def _drop(self):
         if self.client is not None:
-            with contextlib.suppress(Exception):
-                self.client.close()
+            _close(self.client)
             self.client = None
 
     def close(self):
+        """QUIT and close the connection, if one was opened."""
         if self.client is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(OSError):
                 self.client.quit()
-            self._drop_client()
+            self._drop()
