@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import cioctasks
-from cioctasks import mail
+from cioctasks import mail, urls
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 FIRST_RUN = datetime.timedelta(hours=24)
@@ -23,13 +23,6 @@ FIRST_RUN = datetime.timedelta(hours=24)
 def one_line(text):
     """Database text as one display line: no CR/LF, no runs of spaces."""
     return " ".join(str(text or "").split())
-
-
-def record_url(base_url, num):
-    base = base_url or ""
-    if base and "://" not in base:
-        base = "https://" + base
-    return f"{base.rstrip('/')}/record/{num}"
 
 
 def group_by_agency(rows):
@@ -60,7 +53,7 @@ def render(agency, rows, base_urls, since, now):
             "deletion_date": row["DELETION_DATE"].date().isoformat() if row["DELETION_DATE"] else None,
             "deleted": bool(row["DELETION_DATE"] and row["DELETION_DATE"] <= now),
             "opportunities": row["OpportunityCount"],
-            "url": record_url(base_urls.get(row["NUM"]), row["NUM"]),
+            "url": urls.record(base_urls.get(row["NUM"]), row["NUM"]),
         } for row in rows if row["LangID"] == lang_id]
         if records:
             sections[culture] = environment.get_template(

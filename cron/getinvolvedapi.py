@@ -18,7 +18,7 @@ import time
 from urllib.parse import urlsplit
 
 import cioctasks
-from cioctasks import config, udl
+from cioctasks import config, udl, urls
 
 BATCH = 100
 _ids = itertools.count(1)
@@ -26,14 +26,6 @@ _ids = itertools.count(1)
 
 class SyncError(cioctasks.TaskError):
     """An agency whose sync cannot go on this run."""
-
-
-def opportunity_url(view_info, vnum):
-    base = (view_info.get("AccessURL") or "").rstrip("/")
-    if base and "://" not in base:
-        base = "https://" + base
-    view = view_info.get("ViewType")
-    return f"{base}/volunteer/record/{vnum}" + (f"?UseVOLVw={view}" if view is not None else "")
 
 
 def _text(value):
@@ -64,7 +56,7 @@ def opportunities_of(rows):
             "skills": _list(row["SKILLS"]),
             "display_until": _text(row["DISPLAY_UNTIL"]),
             "deletion_date": _text(row["DELETION_DATE"]),
-            "url": opportunity_url(view, row["VNUM"]),
+            "url": urls.opportunity(view.get("AccessURL"), row["VNUM"], view.get("ViewType")),
         }
     return list(by_vnum.values())
 
