@@ -1,0 +1,174 @@
+"""Mail volunteers the new and changed positions that match their saved profile.
+
+For each member using volunteer profiles (sp_VOL_Profile_Notify_Enabled), sp_VOL_Profile_Notify
+gives the positions created or changed since the member's last notification, the profiles
+that asked for mail and the member's mail settings. Each profile gets one message (English
+or French, text and HTML) listing its matching positions, new ones first, with an
+unsubscribe link and a List-Unsubscribe header, over one SMTP connection per member. Each
+message is recorded in the run state before the next is sent, so a rerun after a crash
+sends only the rest; sp_VOL_Profile_Notify_Done runs once the whole batch is through.
+"""
+
+import sys
+from pathlib import Path
+
+import cioctasks
+from cioctasks import mail, urls
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import matching  # noqa: E402  (a sibling module of this script)
+
+TEMPLATES = Path(__file__).resolve().parent
+SUBJECTS = {
+    "en_CA": "Volunteer positions matching your profile",
+    "fr_CA": "Occasions de bénévolat correspondant à votre profil",
+}
+
+
+def one_line(text):
+    return " ".join(str(text or "").split())
+
+
+def culture_of(profile_row):
+    return "fr_CA" if str(profile_row.get("Culture") or "").lower().startswith("fr") else "en_CA"
+
+
+def for_culture(entries, culture):
+    """The entry of a per-culture column for a culture, else the first one."""
+    wanted = culture.replace("_", "-").lower()
+    for entry in entries or []:
+        if str(entry.get("Culture", "")).lower() == wanted:
+            return entry
+    return (entries or [{}])[0]
+
+
+def position(opportunity, culture):
+    """What the link templates show of one position, in the profile's language."""
+    row = opportunity.row
+    name = for_culture(row.get("OP_NAME"), culture)
+    org = for_culture(row.get("ORG_NAME"), culture)
+    view = for_culture(row.get("ViewInfo"), culture)
+    levels = [one_line(org.get(f"ORG_LEVEL_{n}")) for n in range(1, 6)]
+    return {
+        "title": one_line(name.get("POSITION_TITLE")) or row["VNUM"],
+        "organization": ", ".join(level for level in levels if level),
+        "url": urls.opportunity(view.get("AccessURL") or row.get("AccessURL"), row["VNUM"],
+                                view.get("ViewType")),
+        "new": opportunity.new,
+    }
+
+
+class Renderer:
+    """The jinja2 templates beside this script: text as is, HTML autoescaped."""
+
+    def __init__(self, folder=TEMPLATES):
+        import jinja2
+
+        self.markup = jinja2.utils.markupsafe.Markup
+        self.environment = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(folder), keep_trailing_newline=True,
+            autoescape=jinja2.select_autoescape(enabled_extensions=("html",),
+                                                default_for_string=False),
+        )
+
+    def render(self, culture, first_name, positions, unsubscribe_url):
+        text_link = self.environment.get_template(f"linktmpl_{culture}.txt")
+        html_link = self.environment.get_template(f"linktmpl_{culture}.html")
+        values = {"first_name": first_name, "count": len(positions),
+                  "unsubscribe_url": unsubscribe_url}
+        text = self.environment.get_template(f"emailtmpl_{culture}.txt").render(
+            links=[text_link.render(**p) for p in positions], **values)
+        html = self.environment.get_template(f"emailtmpl_{culture}.html").render(
+            links=[self.markup(html_link.render(**p)) for p in positions], **values)
+        return text, html
+
+
+def build_message(renderer, settings_row, profile, chosen):
+    """The message for one profile; raise ValueError (or mail.HeaderError) if it cannot be."""
+    row = profile.row
+    culture = culture_of(row)
+    ordered = sorted(chosen, key=lambda o: (not o.new, o.vnum))
+    positions = [position(o, culture) for o in ordered]
+    unsubscribe = urls.unsubscribe(settings_row["BaseURL"], row["Email"], row["UnsubscribeToken"])
+    text, html = renderer.render(culture, one_line(row.get("FirstName")), positions, unsubscribe)
+    sender = settings_row.get("DefaultEmailVOLProfile") or settings_row.get("DefaultEmailVOL")
+    return mail.Message(
+        to=row["Email"], subject=SUBJECTS[culture], text=text, html=html, sender=sender,
+        sender_name=one_line(settings_row.get("DefaultEmailNameVOL")) or None,
+        headers={"List-Unsubscribe": f"<{unsubscribe}>"},
+    )
+
+
+def window_of(database, member_id):
+    """What identifies this member's notification window until it is marked done."""
+    rows = database.query("SELECT LastVolProfileEmailDate FROM STP_Member WHERE MemberID = ?",
+                          member_id)
+    value = rows[0]["LastVolProfileEmailDate"] if rows else None
+    return value.isoformat() if value else "never"
+
+
+def notify_member(context, database, member_id, renderer):
+    """Mail one member's profiles; return (messages sent or spooled, profiles matched)."""
+    opportunity_rows, profile_rows, settings_rows = database.call("sp_VOL_Profile_Notify", member_id)
+    if not settings_rows:
+        raise cioctasks.TaskError(f"member {member_id}: no mail settings returned")
+    settings_row = settings_rows[0]
+    opportunities = [matching.Opportunity(row) for row in opportunity_rows]
+    profiles = [matching.Profile(row) for row in profile_rows]
+    found = matching.match_all(profiles, opportunities)
+    prefix = f"{context.database}:{member_id}:{window_of(database, member_id)}:"
+    already = context.state.items(context.task, prefix)
+    sent = 0
+    with context.mailer.session() as session:
+        for p_index in sorted(found, key=lambda i: profiles[i].profile_id):
+            profile = profiles[p_index]
+            key = prefix + profile.profile_id
+            done = set(already.get(key, []))
+            chosen = [opportunities[i] for i in found[p_index] if opportunities[i].vnum not in done]
+            if not chosen:
+                continue
+            try:
+                message = build_message(renderer, settings_row, profile, chosen)
+                session.send(message)
+            except (ValueError, mail.Refused) as error:
+                context.problem(f"member {member_id} profile {profile.profile_id}: {error}")
+                continue
+            if not context.dry_run:
+                context.state.set(context.task, key, sorted(done | {o.vnum for o in chosen}))
+            sent += 1
+    if not context.dry_run:
+        database.call("sp_VOL_Profile_Notify_Done", member_id)
+        for key in context.state.items(context.task, prefix):
+            context.state.delete(context.task, key)
+    context.log.info("member %s: %d positions, %d profiles, %d messages", member_id,
+                     len(opportunities), len(profiles), sent)
+    return sent, len(found)
+
+
+def task(context, name):
+    renderer = Renderer()
+    total = members = 0
+    with context.connect(name) as database:
+        (enabled,) = database.call("sp_VOL_Profile_Notify_Enabled")
+        member_ids = [row["MemberID"] for row in enabled if row.get("UseVolunteerProfiles", True)]
+        if context.args.member:
+            member_ids = [m for m in member_ids if m in context.args.member]
+        for member_id in member_ids:
+            try:
+                sent, _ = notify_member(context, database, member_id, renderer)
+            except cioctasks.TaskError as error:
+                context.problem(str(error))
+                continue
+            total += sent
+            members += 1
+    verb = "would mail" if context.dry_run else "mailed"
+    return f"{members} members, {verb} {total} volunteers"
+
+
+def add_arguments(parser):
+    parser.add_argument("--member", type=int, action="append", default=[], metavar="ID",
+                        help="only this member (repeatable)")
+
+
+if __name__ == "__main__":
+    sys.exit(cioctasks.run(task, add_arguments, per_database=True))
