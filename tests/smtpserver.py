@@ -47,6 +47,13 @@ class _Handler:
     def __init__(self, server):
         self.server = server
 
+    async def handle_MAIL(self, smtp, session, envelope, address, options):
+        if self.server.auth and not session.authenticated:
+            return "530 5.7.0 Authentication required"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
     async def handle_RCPT(self, smtp, session, envelope, address, options):
         if address in self.server.refuse:
             return "550 5.1.1 no such mailbox"
@@ -125,7 +132,6 @@ class SMTPServer:
             smtp_options["require_starttls"] = True
         if self.auth:
             smtp_options["authenticator"] = self._authenticate
-            smtp_options["auth_required"] = True
         # aiosmtpd counts only STARTTLS as encryption; an implicit-SSL socket already is.
         smtp_options["auth_require_tls"] = self.tls == "starttls"
         if self.idle_timeout:

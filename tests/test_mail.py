@@ -118,14 +118,14 @@ def test_a_message_keeps_its_message_id_and_its_bytes():
     assert b"Message-ID: <run-42.agency-7@cioc.example>" in given.as_bytes()
 
 
-def test_recipients_are_a_list_whether_one_address_or_several_is_given():
+def test_recipients_are_a_list_with_each_address_once():
     assert message(to="a@example.org").recipients == ["a@example.org"]
-    assert message(to=("a@example.org", "b@example.org")).recipients == [
+    assert message(to=("a@example.org", "b@example.org", "a@example.org")).recipients == [
         "a@example.org", "b@example.org"]
 
 
 def test_a_non_ascii_domain_is_sent_in_its_idna_form():
-    assert message(to="info@bénévoles.example").recipients == ["info@xn--bnvoles-bxab.example"]
+    assert message(to="info@bénévoles.example").recipients == ["info@xn--bnvoles-byab.example"]
 
 
 @pytest.mark.parametrize("field, value", [
@@ -204,7 +204,8 @@ def test_a_refused_login_is_a_clear_problem_and_the_message_waits_in_the_outbox(
                 assert session.send(message(to="two@example.org")) == "spooled"
         assert server.messages == []
     where = f"127.0.0.1:{server.port}"
-    assert str(error.value).startswith(f"mail server {where} refused the login for user 'tasks': 535")
+    assert str(error.value).startswith(
+        f"mail server {where} refused the login for user 'tasks': 535")
     assert "\n" not in str(error.value)
     assert mailer.problems == [str(error.value)]
     assert len(outbox_files(tmp_path)) == 2
@@ -222,6 +223,31 @@ def test_a_server_certificate_that_is_not_trusted_is_a_tls_problem_and_nothing_i
     assert len(mailer.problems) == 1
     assert "TLS failed: certificate verify failed" in mailer.problems[0]
     assert len(outbox_files(tmp_path)) == 1
+
+
+def test_a_server_that_wants_a_login_the_settings_lack_is_a_problem_and_nothing_is_lost(tmp_path):
+    with SMTPServer(auth=("tasks", "pw")) as server:
+        mailer = mail.Mailer(settings_for(tmp_path, CIOC_MAIL_PORT=server.port))
+        with mailer.session() as session:
+            assert session.send(message(to="one@example.org")) == "spooled"
+            assert session.send(message(to="two@example.org")) == "spooled"
+    assert mailer.problems == [
+        f"mail server 127.0.0.1:{server.port}: requires a login: 530 5.7.0 Authentication required"]
+    assert len(outbox_files(tmp_path)) == 2 and failed_files(tmp_path) == []
+
+
+def test_a_server_that_closes_mid_batch_leaves_the_rest_of_the_batch_in_the_outbox(tmp_path):
+    with SMTPServer() as server:
+        server.data_replies["first@example.org"] = "421 4.3.2 shutting down"
+        mailer = mail.Mailer(settings_for(tmp_path, server))
+        with mailer.session() as session:
+            for to in ("first@example.org", "second@example.org", "third@example.org"):
+                assert session.send(message(to=to)) == "spooled"
+        assert server.connections == 1 and server.messages == []
+        del server.data_replies["first@example.org"]
+        assert mail.Mailer(settings_for(tmp_path, server)).flush_outbox() == outbox.Report(3, 0, 0)
+    assert delivered_to(server) == ["first@example.org", "second@example.org", "third@example.org"]
+    assert mailer.problems == []
 
 
 def test_check_of_a_server_that_is_down_is_one_clear_line(tmp_path):
@@ -257,11 +283,11 @@ def test_a_session_that_sends_nothing_opens_no_connection(tmp_path):
 
 
 def test_a_connection_the_server_dropped_while_idle_is_opened_again(tmp_path):
-    with SMTPServer(idle_timeout=0.3) as server:
+    with SMTPServer(idle_timeout=0.5) as server:
         mailer = mail.Mailer(settings_for(tmp_path, server))
         with mailer.session() as session:
             assert session.send(message(to="first@example.org")) == "sent"
-            time.sleep(0.8)
+            time.sleep(1.2)
             assert session.send(message(to="second@example.org")) == "sent"
         server.wait_for(2)
     assert delivered_to(server) == ["first@example.org", "second@example.org"]

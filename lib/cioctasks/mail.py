@@ -13,11 +13,10 @@ Unicode-safe; a CR, LF or NUL in any header value, name or address is refused wi
 - ``file``: each message is written as an ``.eml`` file into ``CIOC_MAIL_DIR``.
 - ``memory``: each message is appended to ``MEMORY_OUTBOX`` (tests).
 
-TLS verifies the server's certificate against the system's trusted CAs; a private CA is
-trusted by pointing the standard ``SSL_CERT_FILE`` variable at its PEM file.
+The SMTP protocol itself (connect, TLS, AUTH, one transaction) lives in ``smtp``; a
+private CA is trusted through the standard ``SSL_CERT_FILE`` variable.
 """
 
-import collections
 import contextlib
 import datetime
 import email.headerregistry
@@ -29,10 +28,8 @@ import itertools
 import logging
 import re
 import smtplib
-import socket
-import ssl
 
-from cioctasks import files, outbox, udl
+from cioctasks import files, outbox, smtp, udl
 from cioctasks.errors import TaskError
 
 #: Messages delivered by the ``memory`` backend, for tests.
@@ -150,8 +147,8 @@ class Message:
 
     @property
     def recipients(self):
-        """The envelope recipients: every ``to`` address."""
-        return [item.addr_spec for item in self.to]
+        """The envelope recipients: every ``to`` address, each once."""
+        return list(dict.fromkeys(item.addr_spec for item in self.to))
 
     def as_email(self):
         """Return the message as an email.message.EmailMessage (SMTP policy, CRLF)."""
@@ -175,115 +172,6 @@ class Message:
         if self._bytes is None:
             self._bytes = self.as_email().as_bytes()
         return self._bytes
-
-
-# -- SMTP transactions ------------------------------------------------------------------
-
-#: The result of one SMTP transaction. ``outcome``: ``sent`` (accepted for at least one
-#: recipient), ``later`` (a temporary refusal: try again), ``refused`` (for good) or
-#: ``lost`` (the connection failed; ``started`` is False when it failed on the first
-#: command, so nothing of the message reached the server). ``deferred`` and ``refused``
-#: map recipients to the server's reply; ``reply`` says why a whole message did not go.
-Delivery = collections.namedtuple(
-    "Delivery", "outcome accepted deferred refused reply started", defaults=("", True))
-
-
-def _reply_line(code, reply):
-    if isinstance(reply, bytes):
-        reply = reply.decode("utf-8", "replace")
-    return " ".join(f"{code} {reply}".split())
-
-
-def _reset(client):
-    with contextlib.suppress(OSError):
-        client.rset()
-
-
-def _close(client):
-    with contextlib.suppress(OSError):
-        client.close()
-
-
-def transfer(client, sender, recipients, data):
-    """Given a connected smtplib client, run one transaction; return a Delivery.
-
-    After a refusal the client is reset (RSET) and can take the next message.
-    """
-    try:
-        code, reply = client.mail(sender)
-    except OSError as error:
-        return Delivery("lost", [], {}, {}, describe_network(error), started=False)
-    if code == 421:
-        _close(client)
-        return Delivery("lost", [], {}, {}, _reply_line(code, reply), started=False)
-    if not 200 <= code < 300:
-        _reset(client)
-        outcome = "refused" if code >= 500 else "later"
-        return Delivery(outcome, [], {}, {}, f"sender {sender}: {_reply_line(code, reply)}")
-    accepted, deferred, refused = [], {}, {}
-    for recipient in recipients:
-        try:
-            code, reply = client.rcpt(recipient)
-        except OSError as error:
-            return Delivery("lost", [], {}, {}, describe_network(error))
-        if code == 421:
-            _close(client)
-            return Delivery("lost", [], {}, {}, _reply_line(code, reply))
-        if 200 <= code < 300:
-            accepted.append(recipient)
-        elif code >= 500:
-            refused[recipient] = _reply_line(code, reply)
-        else:
-            deferred[recipient] = _reply_line(code, reply)
-    if not accepted:
-        _reset(client)
-        outcome = "later" if deferred else "refused"
-        replies = {**deferred, **refused}
-        if len(replies) == 1:
-            why = next(iter(replies.values()))
-        else:
-            why = "; ".join(f"{a}: {r}" for a, r in replies.items()) or "no recipients"
-        return Delivery(outcome, [], deferred, refused, why)
-    try:
-        code, reply = client.data(data)
-    except smtplib.SMTPDataError as error:  # the DATA command itself was not answered 354
-        code, reply = error.smtp_code, error.smtp_error
-    except OSError as error:
-        return Delivery("lost", accepted, deferred, refused, describe_network(error))
-    if 200 <= code < 300:
-        return Delivery("sent", accepted, deferred, refused)
-    if code == 421:
-        _close(client)
-        return Delivery("lost", accepted, deferred, refused, _reply_line(code, reply))
-    _reset(client)
-    outcome = "refused" if code >= 500 else "later"
-    return Delivery(outcome, accepted, deferred, refused, _reply_line(code, reply))
-
-
-def describe_network(error):
-    """One line for a network, TLS or SMTP error (without where: the caller adds that)."""
-    if isinstance(error, smtplib.SMTPResponseException):
-        return _reply_line(error.smtp_code, error.smtp_error)
-    if isinstance(error, ssl.SSLCertVerificationError):
-        return f"TLS failed: certificate verify failed: {error.verify_message}"
-    if isinstance(error, ssl.SSLError):
-        return f"TLS failed: {error.reason or error}"
-    if isinstance(error, (socket.timeout, TimeoutError)):
-        return "timed out"
-    if isinstance(error, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(error, socket.gaierror):
-        return f"cannot find the host: {error.strerror or error}"
-    if isinstance(error, smtplib.SMTPServerDisconnected):
-        return f"closed the connection ({error or 'no reason given'})"
-    return getattr(error, "strerror", None) or str(error) or error.__class__.__name__
-
-
-def _needs_attention(error):
-    """True for failures a person must fix (login, TLS, a missing extension), as opposed
-    to a server that is down for now."""
-    return isinstance(error, (smtplib.SMTPAuthenticationError, smtplib.SMTPNotSupportedError,
-                              ssl.SSLError))
 
 
 # -- the mailer -------------------------------------------------------------------------
@@ -326,33 +214,15 @@ class Mailer:
         """Return one masked line for a failure to connect, secure or log in."""
         if isinstance(error, smtplib.SMTPAuthenticationError):
             return self.mask(f"mail server {self.where()} refused the login for user "
-                             f"{self.settings.mail_username!r}: {describe_network(error)}")
-        return self.mask(f"mail server {self.where()}: {describe_network(error)}")
+                             f"{self.settings.mail_username!r}: {smtp.describe(error)}")
+        return self.mask(f"mail server {self.where()}: {smtp.describe(error)}")
 
     def connect(self):
         """Open, secure and log in to the SMTP server; return the smtplib client.
 
         Raise OSError (smtplib's exceptions are OSErrors) if any step fails.
         """
-        settings = self.settings
-        context = ssl.create_default_context()  # honours SSL_CERT_FILE for a private CA
-        if settings.mail_use_ssl:
-            client = smtplib.SMTP_SSL(settings.mail_host, settings.mail_port,
-                                      timeout=settings.mail_timeout, context=context)
-        else:
-            client = smtplib.SMTP(settings.mail_host, settings.mail_port,
-                                  timeout=settings.mail_timeout)
-        try:
-            client.ehlo_or_helo_if_needed()
-            if settings.mail_starttls:
-                client.starttls(context=context)
-                client.ehlo()
-            if settings.mail_username:
-                client.login(settings.mail_username, settings.mail_password or "")
-        except BaseException:
-            _close(client)
-            raise
-        return client
+        return smtp.connect(self.settings)
 
     def open(self, purpose="messages go to the outbox"):
         """Return a connected client, or None (and remember why) if the server cannot be used.
@@ -363,7 +233,7 @@ class Mailer:
             return self.connect()
         except OSError as error:
             self.down = self.describe(error)
-            if _needs_attention(error):
+            if smtp.needs_attention(error):
                 self.problem(self.down)
             else:
                 self.note(logging.WARNING, "%s; %s", self.down, purpose)
@@ -474,15 +344,16 @@ class Session:
         client = self._client()
         if client is None:
             return self._spool(message, recipients, mailer.down)
-        delivery = transfer(client, sender, recipients, message.as_bytes())
-        if delivery.outcome == "lost" and not delivery.started and self.used:
+        delivery = smtp.transfer(client, sender, recipients, message.as_bytes())
+        if (delivery.outcome == "lost" and not delivery.started and self.used
+                and not delivery.attention):
             # The server dropped a connection that sat idle between two messages. Nothing
             # of this message reached it, so one new connection cannot send it twice.
             self._drop()
             client = self._client()
             if client is None:
                 return self._spool(message, recipients, mailer.down)
-            delivery = transfer(client, sender, recipients, message.as_bytes())
+            delivery = smtp.transfer(client, sender, recipients, message.as_bytes())
         self.used = True
         where = mailer.where()
         for recipient, reply in delivery.refused.items():
@@ -501,6 +372,8 @@ class Session:
             return self._spool(message, waiting, f"{where}: {delivery.reply}")
         if delivery.outcome == "lost":
             mailer.down = mailer.mask(f"mail server {where}: {delivery.reply}")
+            if delivery.attention:
+                mailer.problem(mailer.down)
             self._drop()
             return self._spool(message, waiting, mailer.down)
         mailer.outbox.fail(message.as_bytes(), sender, recipients, message.message_id)
@@ -511,7 +384,7 @@ class Session:
 
     def _drop(self):
         if self.client is not None:
-            _close(self.client)
+            smtp.close(self.client)
             self.client = None
 
     def close(self):

@@ -9,7 +9,8 @@ atomically, so a crash never leaves half a message.
 
 ``flush`` sends the spooled files over one connection, oldest first, and deletes each only
 after the server accepted it; a permanent refusal moves the file to ``failed/``, a
-temporary one leaves it for the next run. A non-blocking lock on ``.lock`` means two tasks
+temporary one leaves it for the next run (a file in ``failed/`` moved back into the
+outbox is tried again). A non-blocking lock on ``.lock`` means two tasks
 flushing at once never send the same message twice: the second one skips its flush.
 Between the server's "accepted" and the delete there is no safe way to be sure on a crash;
 the file is deleted at once so that window is as short as it can be.
@@ -28,7 +29,7 @@ import re
 import time
 from pathlib import Path
 
-from cioctasks import files
+from cioctasks import files, smtp
 
 #: What ``flush`` did: messages sent, still waiting, and moved to ``failed/``.
 Report = collections.namedtuple("Report", "sent remaining failed")
@@ -158,8 +159,6 @@ class Outbox:
                 portalocker.unlock(handle)
 
     def _flush_locked(self, mailer):
-        from cioctasks import mail
-
         entries = self._entries()  # again, under the lock: another flush may have sent some
         if not entries:
             return Report(0, 0, 0)
@@ -182,7 +181,7 @@ class Outbox:
                     mailer.problem(f"outbox: {path.name} names no recipient; moved to "
                                    f"{self.failed_folder}")
                     continue
-                delivery = mail.transfer(client, sender, recipients, data)
+                delivery = smtp.transfer(client, sender, recipients, data)
                 outcome = self._settle(mailer, path, sender, recipients, data, delivery)
                 if outcome == "sent":
                     sent += 1
@@ -190,6 +189,8 @@ class Outbox:
                     failed += 1
                 elif outcome == "lost":
                     mailer.down = mailer.mask(f"mail server {mailer.where()}: {delivery.reply}")
+                    if delivery.attention:
+                        mailer.problem(mailer.down)
                     mailer.note(logging.WARNING, "outbox: %s; the rest waits", mailer.down)
                     why = mailer.down
                     break
@@ -198,13 +199,10 @@ class Outbox:
         finally:
             with contextlib.suppress(OSError):
                 client.quit()
-            client.close()
+            smtp.close(client)
         remaining = self._entries()
         if remaining:
             self._alert_if_old(mailer, remaining, why or "the server keeps deferring them")
-        if sent or failed:
-            mailer.note(logging.INFO, "outbox: %d sent, %d waiting, %d failed", sent,
-                        len(remaining), failed)
         return Report(sent, len(remaining), failed)
 
     def _settle(self, mailer, path, sender, recipients, data, delivery):
@@ -214,6 +212,8 @@ class Outbox:
             if delivery.outcome != "refused":
                 mailer.problem(f"mail to {recipient} refused by {where}: {reply}")
         if delivery.outcome == "sent":
+            mailer.note(logging.INFO, "outbox: mail %s sent to %s", _message_id_of(data),
+                        ", ".join(delivery.accepted))
             if delivery.deferred:
                 files.atomic_write(path, pack(data, sender, list(delivery.deferred)))
             else:
