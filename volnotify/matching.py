@@ -124,8 +124,9 @@ def match_all(profiles, opportunities):
         if profile.wants_changed:
             wants_changed.add(index)
     empty = set()
+    ages = [p.age for p in profiles]
 
-    found = {}
+    found = [[] for _ in profiles]
     for o_index, opportunity in enumerate(opportunities):
         if opportunity.new:
             wanted = wants_new
@@ -147,7 +148,19 @@ def match_all(profiles, opportunities):
                     scheduled |= chosen & by_flag.get(bit, empty)
             chosen = scheduled
         if opportunity.min_age is not None or opportunity.max_age is not None:
-            chosen = {i for i in chosen if age_fits(opportunity, profiles[i].age)}
+            chosen = _age_filter(chosen, ages, opportunity)
         for p_index in chosen:
-            found.setdefault(p_index, []).append(o_index)
-    return found
+            found[p_index].append(o_index)
+    return {p_index: found_ for p_index, found_ in enumerate(found) if found_}
+
+
+def _age_filter(chosen, ages, opportunity):
+    """The profiles of ``chosen`` whose age fits, as ``age_fits`` says, with the bounds
+    worked out once per position instead of once per profile."""
+    low = opportunity.min_age if opportunity.min_age is not None else -math.inf
+    top = opportunity.max_age
+    if top is None:
+        return {i for i in chosen if ages[i] is None or ages[i] >= low}
+    if math.floor(top) == top:  # a whole MAX_AGE takes anyone below MAX_AGE + 1
+        return {i for i in chosen if ages[i] is None or low <= ages[i] < top + 1}
+    return {i for i in chosen if ages[i] is None or low <= ages[i] <= top}
