@@ -65,10 +65,12 @@ def test_check_reports_a_mail_server_that_is_down(cioc_env):
     assert any(line.startswith("mail") and "FAILED" in line for line in result.stdout.splitlines())
 
 
-def test_status_before_any_run_says_so(cioc_env):
+def test_status_before_any_run_lists_every_scheduled_task_as_never_run(cioc_env):
     result = run_command([sys.executable, "-m", "cioctasks", "status"], cioc_env)
-    assert result.returncode == 0
-    assert result.stdout.strip() == "no runs recorded yet"
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()[2:]
+    assert lines and all("never run" in line for line in lines)
+    assert any(line.startswith("volnotify ") for line in lines)
 
 
 def test_status_exits_1_when_a_last_run_failed(cioc_env):

@@ -1,13 +1,15 @@
 """cioctasks commands: ``check`` the databases and mail, ``status`` of the last runs.
 
     python -m cioctasks check [-a DB]... [--send-test]
-    python -m cioctasks status [--json]
+    python -m cioctasks status [--json | --html FILE]
+    python -m cioctasks schedule --crontab | --install-crontab | --windows DIR
 """
 
 import sys
+from pathlib import Path, PureWindowsPath
 
 from cioctasks import runner
-from cioctasks.errors import OK, USAGE
+from cioctasks.errors import OK, USAGE, TaskError
 
 COMMANDS = {}
 
@@ -101,39 +103,111 @@ def check(argv):
                       description=check.__doc__)
 
 
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_SCHEDULE = ROOT / "config" / "schedule.toml"
+
+
 def run_status(context):
+    import datetime
     import json
 
-    from cioctasks import state
+    from cioctasks import files, schedule, state
+    from cioctasks import status as status_report
 
-    runs = state.State(context.settings.state_dir).last_runs()
+    now = datetime.datetime.now().replace(microsecond=0)
+    entries = schedule.load(context.args.schedule)
+    rows = status_report.rows(state.State(context.settings.state_dir).last_runs(), entries, now)
     if context.args.json:
-        print(json.dumps(runs, indent=2))
-    elif not runs:
-        print("no runs recorded yet")
-    else:
-        rows = [
-            (r["task"], r["database"] or "-", r["status"], r["started"], r["ended"] or "-",
-             (r["summary"] or "")[:80])
-            for r in runs
-        ]
-        print(format_table(("task", "database", "result", "started", "ended", "summary"), rows))
-    for run in runs:
-        if run["status"] not in ("ok", "running"):
-            where = f"{run['task']} {run['database']}".strip()
-            context.problem(f"{where}: last run {run['status']} at {run['started']}")
-    return f"{len(runs)} tasks and databases"
+        print(json.dumps(rows, indent=2))
+    elif not context.args.html:
+        print(status_report.table(rows))
+    if context.args.html:
+        files.atomic_write(context.args.html, status_report.page(rows, now))
+        print(f"wrote {context.args.html}")
+    for row in rows:
+        if row["failed"] or row["overdue"]:
+            where = f"{row['task']} {row['database']}".strip()
+            what = "last run " + row["status"] if row["failed"] else "overdue"
+            context.problem(f"{where}: {what} (started {row['started'] or 'never'})")
+    return f"{len(rows)} tasks and databases"
 
 
 @command
 def status(argv):
-    """Print the last run of every task and database; exit 1 if any last run failed."""
+    """Print the last run of every task and database, with failed and overdue ones marked;
+    exit 1 if any failed or is overdue."""
 
     def add_arguments(parser):
         parser.add_argument("--json", action="store_true", help="print JSON for machines")
+        parser.add_argument("--html", type=Path, metavar="FILE", help="write a static page")
+        parser.add_argument("--schedule", type=Path, default=DEFAULT_SCHEDULE,
+                            help="the schedule (default config/schedule.toml)")
 
     return runner.run(run_status, add_arguments, name="status", argv=argv, command=True,
                       description=status.__doc__)
+
+
+def run_schedule(context):
+    import datetime
+    import subprocess
+
+    from cioctasks import schedule
+
+    args = context.args
+    entries = schedule.load(args.schedule)
+    root = Path(args.root or ROOT)
+    if args.windows:
+        target = PureWindowsPath(args.root) if args.root else root
+        pythonw = target / ".venv" / "Scripts" / "pythonw.exe"
+        written = schedule.write_windows(entries, args.windows, target, pythonw,
+                                         datetime.date.today())
+        print(f"wrote {len(written) - 1} task files and {written[-1]}")
+        return f"{len(entries)} tasks for Task Scheduler"
+    python = Path(args.python or sys.executable)
+    env_file = context.settings.env_file
+    block = schedule.crontab_block(entries, root, python, env_file and Path(env_file).resolve())
+    if not args.install_crontab:
+        print(block, end="")
+        return f"{len(entries)} crontab lines"
+    listed = subprocess.run([args.crontab_command, "-l"], capture_output=True, text=True)
+    existing = listed.stdout if listed.returncode == 0 else ""
+    merged = schedule.merge_crontab(existing, block)
+    if context.dry_run:
+        print(merged, end="")
+        return "crontab not changed (dry run)"
+    written = subprocess.run([args.crontab_command, "-"], input=merged, capture_output=True,
+                             text=True)
+    if written.returncode != 0:
+        raise TaskError(f"crontab refused the new table: {written.stderr.strip()[:200]}")
+    return f"crontab updated: {len(entries)} tasks between the cioctasks markers"
+
+
+@command
+def schedule(argv):
+    """Install the schedule (config/schedule.toml): print or install a crontab block, or
+    write Task Scheduler XML files and a register.cmd."""
+
+    def add_arguments(parser):
+        what = parser.add_mutually_exclusive_group(required=True)
+        what.add_argument("--crontab", action="store_true", help="print the crontab block")
+        what.add_argument("--install-crontab", action="store_true",
+                          help="merge the block into this user's crontab, keeping other lines")
+        what.add_argument("--windows", type=Path, metavar="DIR",
+                          help="write one Task Scheduler XML per task and register.cmd")
+        parser.add_argument("--schedule", type=Path, default=DEFAULT_SCHEDULE)
+        parser.add_argument("--root", help="the toolkit's folder on the target machine "
+                                           "(default: this one)")
+        parser.add_argument("--python", help="the Python to run tasks with (default: this one)")
+        parser.add_argument("--crontab-command", default="crontab", help=argparse_hidden())
+
+    return runner.run(run_schedule, add_arguments, name="schedule", argv=argv, command=True,
+                      description=schedule.__doc__)
+
+
+def argparse_hidden():
+    import argparse
+
+    return argparse.SUPPRESS
 
 
 def main(argv=None):
