@@ -5,10 +5,12 @@ happened. Run through ``bin/demo`` (or ``bin\\demo.cmd``), which installs what i
 """
 
 import argparse
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -32,6 +34,40 @@ NIGHT = [
 
 EXIT_MEANING = {0: "ok", 1: "some work failed", 2: "usage/config error", 70: "internal error",
                 75: "locked"}
+
+
+class GetInvolvedStandIn(http.server.BaseHTTPRequestHandler):
+    """A local stand-in for getinvolved.ca that speaks the README's contract, so the demo
+    shows a real sync without the network. It keeps what it is sent in ``received``."""
+
+    received = {}
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        params = body.get("params", {})
+        if body.get("method") == "opportunities.upsert":
+            for opportunity in params.get("opportunities", []):
+                self.received[opportunity["id"]] = opportunity
+            result = {"upserted": len(params.get("opportunities", []))}
+        else:
+            for vnum in params.get("ids", []):
+                self.received.pop(vnum, None)
+            result = {"withdrawn": len(params.get("ids", []))}
+        reply = json.dumps({"jsonrpc": "2.0", "id": body.get("id"), "result": result}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args):
+        """Quiet: the demo prints its own summary."""
+
+
+def start_getinvolved_stand_in():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), GetInvolvedStandIn)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/rpc"
 
 
 def run(args, env, label=None):
@@ -73,7 +109,9 @@ def main():
     print("\nChecking the databases and mail settings")
     run([python, "-m", "cioctasks", "check"], env, "cioctasks check")
 
-    print("\nRunning the night's tasks")
+    stand_in, url = start_getinvolved_stand_in()
+    env["CIOC_GETINVOLVED_URL"] = url
+    print(f"\nRunning the night's tasks (getinvolved.ca stand-in at {url})")
     failures = 0
     for script, script_args in NIGHT:
         if not (ROOT / script).exists():
@@ -90,12 +128,14 @@ def main():
         [python, "-m", "cioctasks", "status", "--json"], env=env, cwd=ROOT,
         capture_output=True, text=True, encoding="utf-8").stdout or "[]")
 
+    stand_in.shutdown()
     mails = sorted((world / "mail").glob("*.eml"))
     print("\nWhere to look:")
     print(f"  mail written as .eml        {world / 'mail'}  ({len(mails)} messages)")
     print(f"  member downloads            {world / 'VirtualServers'}/<site>/download/")
     print(f"  offline tools map           {world / 'tools' / 'offline_tools'}")
     print(f"  awstats pages               {world / 'VirtualServers'}/<site>/stats/")
+    print(f"  getinvolved.ca stand-in     {len(GetInvolvedStandIn.received)} opportunities received")
     print(f"  task logs                   {world / 'logs' / 'cioctasks'}")
     print(f"  run history                 {world / 'state' / 'state.sqlite'} "
           f"({len(runs)} task/database entries)")
