@@ -85,3 +85,12 @@ def connect(world, site="ciocdemo"):
     from cioctasks import config, db
 
     return db.connect(site, config.from_mapping(world.environ()))
+
+
+def mails(world):
+    """The messages the file mail backend wrote in the sample world, oldest first."""
+    import email
+    import email.policy
+
+    return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+            for p in sorted((world.directory / "mail").glob("*.eml"))]

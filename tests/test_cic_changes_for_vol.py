@@ -1,27 +1,20 @@
 """cic_changes_for_vol: one message per agency, English and French, exactly once."""
 
 import datetime
-import email
-import email.policy
 import sys
 
 from cioctasks import mail
-from conftest import ROOT, assert_no_traceback, run_command
+from conftest import ROOT, assert_no_traceback, mails, run_command
 from smtpserver import SMTPServer, free_port
 
 SCRIPT = ROOT / "cron" / "cic_changes_for_vol.py"
-
-
-def written(world):
-    return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
-            for p in sorted((world.directory / "mail").glob("*.eml"))]
 
 
 def test_each_agency_gets_one_message_listing_its_changed_records(world):
     result = run_command([sys.executable, SCRIPT, "-a", "ciocdemo"], world.env)
     assert result.returncode == 0, result.stderr
     assert_no_traceback(result)
-    messages = written(world)
+    messages = mails(world)
     assert messages
     recipients = [m["To"] for m in messages]
     assert len(recipients) == len(set(recipients))
@@ -36,19 +29,19 @@ def test_each_agency_gets_one_message_listing_its_changed_records(world):
 
 def test_a_second_run_sends_nothing_and_a_new_change_is_sent_once(world):
     run_command([sys.executable, SCRIPT, "-a", "ciocdemo"], world.env)
-    first = len(written(world))
+    first = len(mails(world))
     again = run_command([sys.executable, SCRIPT, "-a", "ciocdemo"], world.env)
     assert again.returncode == 0 and "mailed 0 agencies" in again.stdout
-    assert len(written(world)) == first
+    assert len(mails(world)) == first
 
 
 def test_since_rescans_without_moving_the_start_time(world):
     run_command([sys.executable, SCRIPT, "-a", "ciocdemo"], world.env)
-    first = len(written(world))
+    first = len(mails(world))
     yesterday = (datetime.datetime.now() - datetime.timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S")
     rescan = run_command([sys.executable, SCRIPT, "-a", "ciocdemo", "--since", yesterday], world.env)
     assert rescan.returncode == 0
-    assert len(written(world)) == 2 * first
+    assert len(mails(world)) == 2 * first
     later = run_command([sys.executable, SCRIPT, "-a", "ciocdemo"], world.env)
     assert "mailed 0 agencies" in later.stdout
 
@@ -75,10 +68,10 @@ def test_a_crash_half_way_then_a_rerun_sends_each_message_once(world, monkeypatc
     except KeyboardInterrupt:
         pass
     monkeypatch.setattr(mail.Session, "send", real_send)
-    assert len(written(world)) == 1
+    assert len(mails(world)) == 1
     rerun = run_command([sys.executable, SCRIPT, "-a", "ciocdemo"], world.env)
     assert rerun.returncode == 0, rerun.stderr
-    recipients = [m["To"] for m in written(world)]
+    recipients = [m["To"] for m in mails(world)]
     assert len(recipients) == len(set(recipients)) > 1
 
 

@@ -1,7 +1,5 @@
 """volnotify: the matching rules at their boundaries, the messages, nothing twice."""
 
-import email
-import email.policy
 import sqlite3
 import sys
 
@@ -9,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from cioctasks import mail
-from conftest import ROOT, assert_no_traceback, run_command
+from conftest import ROOT, assert_no_traceback, mails, run_command
 from smtpserver import SMTPServer
 
 sys.path.insert(0, str(ROOT / "volnotify"))
@@ -105,16 +103,11 @@ def test_the_indexed_matcher_agrees_with_the_rules_pair_by_pair(profiles, opport
     assert found == expected
 
 
-def messages(world):
-    return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
-            for p in sorted((world.directory / "mail").glob("*.eml"))]
-
-
 def test_volunteers_get_one_message_each_in_their_language(world):
     result = run_command([sys.executable, SCRIPT, "-a", "ciocdemo"], world.env)
     assert result.returncode == 0, result.stderr
     assert_no_traceback(result)
-    sent = messages(world)
+    sent = mails(world)
     assert sent
     recipients = [m["To"] for m in sent]
     assert len(recipients) == len(set(recipients))
@@ -146,7 +139,7 @@ def test_html_is_escaped_and_titles_with_markup_stay_text(world):
         connection.execute("UPDATE VOL_Opportunity_Description SET POSITION_TITLE = "
                            "'<script>alert(1)</script> & Co'")
     run_command([sys.executable, SCRIPT, "-a", "ciocdemo"], world.env)
-    html = messages(world)[0].get_body(("html",)).get_content()
+    html = mails(world)[0].get_body(("html",)).get_content()
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; Co" in html
 
 

@@ -142,43 +142,30 @@ def _email(values, name):
     return value
 
 
-def _port(values, name, default):
+def _number(values, name, default, convert, low, high, what):
+    """A number between ``low`` and ``high`` (inclusive), or ``default`` when unset."""
     value = _text(values, name)
     if value is None:
         return default
     try:
-        port = int(value)
+        number = convert(value)
     except ValueError:
-        raise ConfigError(f"{name}: not a port number: {value!r}") from None
-    if not 0 < port < 65536:
-        raise ConfigError(f"{name}: port out of range 1-65535: {port}")
-    return port
+        raise ConfigError(f"{name}: not a {what}: {value!r}") from None
+    if not low <= number <= high:
+        raise ConfigError(f"{name}: {what} out of range {low}-{high}: {value}")
+    return number
+
+
+def _port(values, name, default):
+    return _number(values, name, default, int, 1, 65535, "port number")
 
 
 def _seconds(values, name, default):
-    value = _text(values, name)
-    if value is None:
-        return default
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise ConfigError(f"{name}: not a number of seconds: {value!r}") from None
-    if not 0 < seconds <= 3600:
-        raise ConfigError(f"{name}: must be between 0 and 3600 seconds: {value}")
-    return seconds
+    return _number(values, name, default, float, 0.1, 3600, "number of seconds")
 
 
 def _hours(values, name, default):
-    value = _text(values, name)
-    if value is None:
-        return default
-    try:
-        hours = float(value)
-    except ValueError:
-        raise ConfigError(f"{name}: not a number of hours: {value!r}") from None
-    if not 0 <= hours <= 24 * 30:
-        raise ConfigError(f"{name}: must be between 0 and 720 hours: {value}")
-    return hours
+    return _number(values, name, default, float, 0, 720, "number of hours")
 
 
 def _url(values, name, default=None):
