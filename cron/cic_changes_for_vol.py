@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import cioctasks
-from cioctasks import mail, urls
+from cioctasks import urls
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 FIRST_RUN = datetime.timedelta(hours=24)
@@ -65,6 +65,8 @@ def render(agency, rows, base_urls, since, now):
 
 def build_message(agency, rows, base_urls, since, now):
     """Return the mail.Message for one agency; raise mail.HeaderError for bad addresses."""
+    from cioctasks import mail  # email and ssl: loaded once there is mail to make
+
     first = rows[0]
     count = len({row["NUM"] for row in rows})
     french_only = all(row["LangID"] == 2 for row in rows)
@@ -93,6 +95,8 @@ def base_urls_of(database, nums):
 
 def notify(context, name, database, since, now):
     """Send each agency its message; return (agencies mailed, rows listed)."""
+    from cioctasks import mail  # email and ssl: loaded once there is mail to make
+
     (rows,) = database.call("sp_VOL_NUMChanged_l", since)
     agencies = group_by_agency(rows)
     base_urls = base_urls_of(database, [row["NUM"] for row in rows])

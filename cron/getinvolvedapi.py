@@ -12,13 +12,12 @@ The contract is documented in the README ("getinvolved.ca contract").
 
 import hashlib
 import itertools
-import json
 import sys
 import time
 from urllib.parse import urlsplit
 
 import cioctasks
-from cioctasks import config, udl, urls
+from cioctasks import udl, urls
 
 BATCH = 100
 _ids = itertools.count(1)
@@ -62,6 +61,8 @@ def opportunities_of(rows):
 
 
 def content_hash(opportunity):
+    import json
+
     text = json.dumps(opportunity, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -155,6 +156,8 @@ def sync_agency(context, database, agency, client):
 
 
 def task(context, name):
+    from cioctasks import config
+
     args = context.args
     # For a test site or a local stand-in: replaces every agency's GetInvolvedSite.
     override = config.setting_text(context.settings, "CIOC_GETINVOLVED_URL")

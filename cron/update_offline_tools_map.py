@@ -10,7 +10,6 @@ file is written atomically, only when its content changes. Databases not read th
 (not selected with -a, or failing) keep their entries.
 """
 
-import json
 import re
 import sys
 from pathlib import Path
@@ -82,6 +81,8 @@ def read_groups(database, name):
 
 
 def read_map(path):
+    import json
+
     try:
         with open(path, encoding="utf-8") as handle:
             value = json.load(handle)
@@ -93,6 +94,8 @@ def read_map(path):
 
 
 def task(context):
+    import json
+
     settings, args = context.settings, context.args
     output = Path(args.output or Path(settings.tools_path) / "offline_tools"
                   / "ot_secure_host_mapping.json")

@@ -12,12 +12,9 @@ copied first and a type map per target (``ACCESS_TYPES`` for the Microsoft Acces
 """
 
 import datetime
-import decimal
 import fnmatch
-import shutil
 import sqlite3
 import sys
-import uuid
 from pathlib import Path
 
 import cioctasks
@@ -118,6 +115,9 @@ def describe(source, name):
 def _register_adapters():
     """Teach sqlite3 the types pyodbc returns, once, so rows go to executemany as they
     come: converting in Python row by row costs a third of the copy."""
+    import decimal
+    import uuid
+
     sqlite3.register_adapter(
         datetime.datetime, lambda value: value.isoformat(sep=" ", timespec="milliseconds"))
     sqlite3.register_adapter(datetime.date, str)
@@ -193,6 +193,8 @@ class OdbcTarget(Target):
     SQLite ODBC driver crashes with it, and the Access driver gains little."""
 
     def __init__(self, path, connection_string, template=None, type_map=ACCESS_TYPES):
+        import shutil
+
         import pyodbc
 
         self.path = Path(path)

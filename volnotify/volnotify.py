@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import cioctasks
-from cioctasks import mail, urls
+from cioctasks import urls
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matching  # noqa: E402  (a sibling module of this script)
@@ -85,6 +85,8 @@ class Renderer:
 
 def build_message(renderer, settings_row, profile, chosen):
     """The message for one profile; raise ValueError (or mail.HeaderError) if it cannot be."""
+    from cioctasks import mail  # email and ssl: loaded once there is mail to make
+
     row = profile.row
     culture = culture_of(row)
     ordered = sorted(chosen, key=lambda o: (not o.new, o.vnum))
@@ -109,6 +111,8 @@ def window_of(database, member_id):
 
 def notify_member(context, database, member_id, renderer):
     """Mail one member's profiles; return (messages sent or spooled, profiles matched)."""
+    from cioctasks import mail  # email and ssl: loaded once there is mail to make
+
     opportunity_rows, profile_rows, settings_rows = database.call("sp_VOL_Profile_Notify", member_id)
     if not settings_rows:
         raise cioctasks.TaskError(f"member {member_id}: no mail settings returned")

@@ -10,20 +10,13 @@ sample returns JSON. ``normalize`` turns both into one shape, a list of dicts, o
 culture, so that scripts see the same rows from either backend.
 """
 
-import dataclasses
-import json
-from typing import Tuple
-
-from cioctasks.sampledb import procsql
+import collections
 
 
-@dataclasses.dataclass(frozen=True)
-class Proc:
-    name: str
-    params: Tuple[str, ...]
-    sample: Tuple[str, ...]
-    #: Columns holding one entry per culture (XML on SQL Server, JSON in the sample).
-    culture_columns: Tuple[str, ...] = ()
+#: ``culture_columns``: columns holding one entry per culture (XML on SQL Server, JSON in
+#: the sample). A namedtuple, not a dataclass: importing dataclasses costs more than the
+#: rest of a script's start-up.
+Proc = collections.namedtuple("Proc", "name params sample culture_columns", defaults=((),))
 
 
 SCHEDULE_FLAGS = tuple(
@@ -32,40 +25,42 @@ SCHEDULE_FLAGS = tuple(
     for time in ("Morning", "Afternoon", "Evening")
 )
 
-PROCS = {
-    proc.name: proc
-    for proc in (
-        Proc("sp_STP_Nightly_Tasks", (), procsql.NIGHTLY_TASKS),
-        Proc("sp_VOL_NUMChanged_l", ("MODIFIED_DATE",), procsql.NUM_CHANGED),
-        Proc("sp_VOL_Profile_Notify_Enabled", (), procsql.PROFILE_NOTIFY_ENABLED),
-        Proc(
-            "sp_VOL_Profile_Notify",
-            ("MemberID",),
-            procsql.PROFILE_NOTIFY,
-            culture_columns=("OP_NAME", "ORG_NAME", "ViewInfo"),
-        ),
-        Proc("sp_VOL_Profile_Notify_Done", ("MemberID",), procsql.PROFILE_NOTIFY_DONE),
-        Proc("sp_STP_OfflineTools_Domains", (), procsql.OFFLINE_TOOLS_DOMAINS),
-        Proc("sp_VOL_GetInvolved_Enabled", (), procsql.GETINVOLVED_ENABLED),
-        Proc(
-            "sp_VOL_GetInvolved_Sync",
-            ("MemberID", "GetInvolvedUser", "GetInvolvedToken", "GetInvolvedSite"),
-            procsql.GETINVOLVED_SYNC,
-            culture_columns=("ViewInfo",),
-        ),
-    )
-}
+_PROCS = {}
+
+
+def _table():
+    """The procedures, built on first use: the sample SQL is only read when needed."""
+    if not _PROCS:
+        from cioctasks.sampledb import procsql
+
+        for proc in (
+            Proc("sp_STP_Nightly_Tasks", (), procsql.NIGHTLY_TASKS),
+            Proc("sp_VOL_NUMChanged_l", ("MODIFIED_DATE",), procsql.NUM_CHANGED),
+            Proc("sp_VOL_Profile_Notify_Enabled", (), procsql.PROFILE_NOTIFY_ENABLED),
+            Proc("sp_VOL_Profile_Notify", ("MemberID",), procsql.PROFILE_NOTIFY,
+                 culture_columns=("OP_NAME", "ORG_NAME", "ViewInfo")),
+            Proc("sp_VOL_Profile_Notify_Done", ("MemberID",), procsql.PROFILE_NOTIFY_DONE),
+            Proc("sp_STP_OfflineTools_Domains", (), procsql.OFFLINE_TOOLS_DOMAINS),
+            Proc("sp_VOL_GetInvolved_Enabled", (), procsql.GETINVOLVED_ENABLED),
+            Proc("sp_VOL_GetInvolved_Sync",
+                 ("MemberID", "GetInvolvedUser", "GetInvolvedToken", "GetInvolvedSite"),
+                 procsql.GETINVOLVED_SYNC, culture_columns=("ViewInfo",)),
+        ):
+            _PROCS[proc.name] = proc
+    return _PROCS
 
 
 def get(name):
     """Return the Proc of that name; raise KeyError naming it if the toolkit does not know it."""
     try:
-        return PROCS[name]
+        return _table()[name]
     except KeyError:
         raise KeyError(f"unknown stored procedure {name}") from None
 
 
 def _from_json(text):
+    import json
+
     value = json.loads(text)
     return value if isinstance(value, list) else [value]
 
