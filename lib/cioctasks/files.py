@@ -7,7 +7,6 @@ part. ``safe_delete`` refuses any path outside the given root, including through
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 
@@ -30,6 +29,8 @@ def _fsync_folder(folder):
 def atomic_writer(target, mode="wb", encoding=None, newline=None):
     """Yield a file open on a temporary file beside ``target``; on success it replaces
     ``target`` atomically, on error it is removed and ``target`` is untouched."""
+    import tempfile
+
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)

@@ -4,8 +4,6 @@ Base URLs come from the database with or without a scheme; every value put into 
 string is percent-encoded.
 """
 
-from urllib.parse import urlencode
-
 MAX_TOKEN = 38  # a GUID with braces
 
 
@@ -24,6 +22,8 @@ def record(base_url, num):
 
 def opportunity(base_url, vnum, view_type=None):
     """The page of a volunteer opportunity, through a view when one is given."""
+    from urllib.parse import urlencode
+
     url = f"{base(base_url)}/volunteer/record/{vnum}"
     return url if view_type is None else f"{url}?{urlencode({'UseVOLVw': view_type})}"
 
@@ -33,5 +33,7 @@ def unsubscribe(base_url, email, token):
     token = (token or "").strip()
     if not token or len(token) > MAX_TOKEN or any(c.isspace() for c in token):
         raise ValueError("not an unsubscribe token")
+    from urllib.parse import urlencode
+
     query = urlencode({"email": email, "token": token})
     return f"{base(base_url)}/volunteer/profile/unsubscribe.asp?{query}"
