@@ -47,8 +47,8 @@ class Context:
         """Open the database of this run (or ``name``) with the runner's timeouts."""
         from cioctasks import db
 
-        timeout = query_timeout or getattr(self.args, "timeout", None) or db.QUERY_TIMEOUT
-        return db.connect(name or self.database, self.settings, query_timeout=timeout)
+        return db.connect(name or self.database, self.settings,
+                          query_timeout=query_timeout or db.QUERY_TIMEOUT)
 
     def problem(self, message):
         """Record a failure and go on: the run ends with exit 1 and reports it."""
