@@ -92,5 +92,7 @@ def mails(world):
     import email
     import email.policy
 
+    written = sorted((world.directory / "mail").glob("*.eml"),
+                     key=lambda p: (p.stat().st_mtime_ns, p.name))
     return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
-            for p in sorted((world.directory / "mail").glob("*.eml"))]
+            for p in written]

@@ -1,0 +1,265 @@
+"""Mail a digest of the errors new in each site's Python error logs since the last run.
+
+Reads <CIOC_LOG_ROOT>/<site>/python/error.log and its midnight rotations
+(error.log.YYYY-MM-DD). An entry is a line starting with its time ("2026-11-22
+14:03:11,123 <request URL>") and the traceback lines under it. Entries are grouped by
+signature (exception type, message with numbers, quoted values and GUIDs blurred,
+innermost frame) with count, first and last time, a sample URL and a sample traceback;
+one digest per site goes to CIOC_ERROR_EMAIL_<SITE> (comma list) or else
+CIOC_TASK_NOTIFY_EMAIL. No new errors, no mail.
+
+Each file's read position (by file identity, so a rotated file is followed under its new
+name) moves only after the digest is sent or spooled: every error is reported once. A
+truncated or replaced file is read from its start; a last line without its newline waits
+for the next run. The first run on a site reads only today's and yesterday's files.
+--since / --days / --hours / --minutes rescan a window without moving any position.
+"""
+
+import datetime
+import hashlib
+import re
+import sys
+from pathlib import Path
+
+import cioctasks
+
+CHUNK = 8 << 20
+HEAD = 256
+MAX_SIGNATURES = 500
+MAX_SAMPLE_LINES = 60
+ENTRY = re.compile(rb"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ?([^\r\n]*)")
+ROTATED = re.compile(r"^error\.log(?:\.(\d{4}-\d\d-\d\d))?$")
+BLURS = [
+    (re.compile(r"\{?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\}?"), "<guid>"),
+    (re.compile(r"'[^']*'|\"[^\"]*\""), "<value>"),
+    (re.compile(r"0x[0-9a-fA-F]+"), "<hex>"),
+    (re.compile(r"\d+"), "<n>"),
+]
+FRAME = re.compile(r'^\s*File "([^"]+)", line \d+, in (\S+)')
+
+
+def blur(message):
+    for pattern, replacement in BLURS:
+        message = pattern.sub(replacement, message)
+    return message[:300]
+
+
+class Digest:
+    """Errors grouped by signature, with bounded samples."""
+
+    def __init__(self):
+        self.groups = {}
+        self.entries = 0
+
+    def add(self, when, url, lines):
+        exception = next((l for l in reversed(lines) if l.strip() and not l[:1].isspace()
+                          and not l.startswith(("Traceback", "During handling", "The above"))),
+                         "")
+        kind, _, message = exception.partition(":")
+        if not exception or " " in kind.strip():
+            kind, message = "(no traceback)", url
+        frames = [FRAME.match(l) for l in lines]
+        frame = next((f for f in reversed(frames) if f), None)
+        where = f"{Path(frame.group(1)).name}:{frame.group(2)}" if frame else ""
+        signature = (kind.strip(), blur(message.strip()), where)
+        group = self.groups.get(signature)
+        if group is None:
+            if len(self.groups) >= MAX_SIGNATURES:
+                signature = ("(other errors)", "", "")
+                group = self.groups.get(signature)
+            if group is None:
+                group = self.groups[signature] = {
+                    "count": 0, "first": when, "last": when, "url": url,
+                    "sample": lines[:MAX_SAMPLE_LINES]}
+        group["count"] += 1
+        group["first"] = min(group["first"], when)
+        group["last"] = max(group["last"], when)
+        self.entries += 1
+
+    def text(self, site):
+        lines = [f"{self.entries} new errors in {len(self.groups)} kinds on {site}.", ""]
+        ordered = sorted(self.groups.items(), key=lambda item: -item[1]["count"])
+        for number, ((kind, message, where), group) in enumerate(ordered, 1):
+            lines += [
+                f"{number}. {kind}: {message}",
+                f"   {group['count']} times, first {group['first']}, last {group['last']}",
+                f"   at {where or '(no frame)'}; for example {group['url']}", "",
+                *("      " + line for line in group["sample"]), "",
+            ]
+        return "\n".join(lines) + "\n"
+
+
+def scan(path, start, digest, since=None):
+    """Add the complete entries of ``path`` from byte ``start`` to ``digest``; return the
+    offset the next run starts from: after the last complete line, or, when the file ends
+    in the middle of a line, at the start of the entry still being written."""
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        offset = start
+        carry = b""
+        current = None  # [time, url, lines, byte offset of its header] of the entry being read
+        while True:
+            chunk = handle.read(CHUNK)
+            if not chunk:
+                break
+            data = carry + chunk
+            end = data.rfind(b"\n")
+            if end < 0:
+                carry = data
+                continue
+            complete, carry = data[:end + 1], data[end + 1:]
+            current = _entries(complete, offset, digest, current, since)
+            offset += len(complete)
+    if current is None:
+        return offset
+    if carry:
+        return current[3]  # its last line is not written yet: read it whole next time
+    _finish(digest, current, since)
+    return offset
+
+
+def _entries(data, base, digest, current, since):
+    """Split complete lines into entries, finding entry starts with bytes.find (fast) and
+    checking each candidate with the regular expression. ``base`` is the file offset of
+    ``data``; return the entry still open at the end."""
+    starts = [0] if ENTRY.match(data, 0) else []
+    position = 0
+    while True:
+        position = data.find(b"\n20", position)
+        if position < 0:
+            break
+        position += 1
+        if ENTRY.match(data, position):
+            starts.append(position)
+    if not starts:
+        if current:
+            current[2].extend(_lines(data))
+        return current
+    if current and starts[0] > 0:
+        current[2].extend(_lines(data[:starts[0]]))
+    for index, begin in enumerate(starts):
+        if current:
+            _finish(digest, current, since)
+        finish = starts[index + 1] if index + 1 < len(starts) else len(data)
+        block = data[begin:finish]
+        match = ENTRY.match(block)
+        header_end = block.find(b"\n")
+        when = f"{match.group(1).decode()},{match.group(2).decode()}"
+        url = match.group(3).decode("utf-8", "replace").strip()
+        current = [when, url, _lines(block[header_end + 1:]), base + begin]
+    return current
+
+
+def _lines(data):
+    text = data.decode("utf-8", "replace")
+    return [line for line in text.splitlines() if line.strip()][:MAX_SAMPLE_LINES * 4]
+
+
+def _finish(digest, entry, since):
+    when, url, lines, _ = entry
+    if since is None or when >= since:
+        digest.add(when, url, lines)
+
+
+def identity(path):
+    """Return (device:inode, size) of a file."""
+    info = path.stat()
+    return f"{info.st_dev}:{info.st_ino}", info.st_size
+
+
+def head_hash(path, length):
+    """A hash of a file's first ``length`` bytes: the same file, not one reusing its inode."""
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read(length)).hexdigest()[:16]
+
+
+def log_files(folder):
+    """The site's error log files, oldest first ({date}: path, today's last)."""
+    found = []
+    for path in folder.glob("error.log*"):
+        match = ROTATED.match(path.name)
+        if match and path.is_file() and not path.is_symlink():
+            found.append((match.group(1) or "9999-99-99", path))
+    return [path for _, path in sorted(found)]
+
+
+def collect(folder, positions, first_run, since=None):
+    """Read what is new; return (digest, new positions)."""
+    digest = Digest()
+    new_positions = {}
+    yesterday = (datetime.date.today() - datetime.timedelta(days=1)).isoformat()
+    for path in log_files(folder):
+        try:
+            key, size = identity(path)
+            known = positions.get(key)
+            same = bool(known) and known["offset"] <= size and \
+                head_hash(path, known["head_length"]) == known["head"]
+        except OSError:
+            continue
+        if since is not None:
+            scan(path, 0, digest, since)
+            continue
+        if same:
+            start = known["offset"]
+        elif first_run and ROTATED.match(path.name).group(1) and \
+                ROTATED.match(path.name).group(1) < yesterday:
+            start = size  # history before the first run is not news
+        else:
+            start = 0  # a new file, or one truncated or replaced since the last run
+        offset = scan(path, start, digest) if start < size else start
+        length = min(HEAD, offset)
+        new_positions[key] = {"name": path.name, "offset": offset, "head_length": length,
+                              "head": head_hash(path, length)}
+    return digest, new_positions
+
+
+def task(context, site):
+    from cioctasks import config, mail
+
+    settings, args = context.settings, context.args
+    folder = Path(settings.log_root) / site / "python"
+    variable = "CIOC_ERROR_EMAIL_" + re.sub(r"\W", "_", site.upper())
+    recipients = config.setting_emails(settings, variable) or (
+        [settings.task_notify_email] if settings.task_notify_email else [])
+    if not recipients:
+        raise cioctasks.ConfigError(f"neither {variable} nor CIOC_TASK_NOTIFY_EMAIL is set")
+    since = rescan_start(args)
+    key = f"positions:{site}"
+    stored = context.state.get(context.task, key)
+    digest, positions = collect(folder, stored or {}, stored is None, since)
+    if digest.entries:
+        message = mail.Message(
+            to=recipients, sender=settings.task_notify_email or recipients[0],
+            subject=f"[cioctasks] {site}: {digest.entries} errors in {len(digest.groups)} kinds",
+            text=digest.text(site))
+        with context.mailer.session() as session:
+            status = session.send(message)
+        context.log.info("digest of %d errors %s to %s", digest.entries, status,
+                         ", ".join(recipients))
+    if since is None and not context.dry_run:
+        context.state.set(context.task, key, positions)
+    what = "rescanned" if since else "new"
+    verb = "would mail" if context.dry_run and digest.entries else "mailed" if digest.entries else "no mail"
+    return f"{digest.entries} {what} errors in {len(digest.groups)} kinds; {verb}"
+
+
+def rescan_start(args):
+    if args.since:
+        return args.since.strftime("%Y-%m-%d %H:%M:%S,000")
+    span = datetime.timedelta(days=args.days or 0, hours=args.hours or 0, minutes=args.minutes or 0)
+    if not span:
+        return None
+    return (datetime.datetime.now() - span).strftime("%Y-%m-%d %H:%M:%S,000")
+
+
+def add_arguments(parser):
+    window = parser.add_argument_group("rescan a window (no read position moves)")
+    window.add_argument("--since", type=datetime.datetime.fromisoformat,
+                        metavar="'YYYY-MM-DD hh:mm:ss'")
+    window.add_argument("--days", type=int)
+    window.add_argument("--hours", type=int)
+    window.add_argument("--minutes", type=int)
+
+
+if __name__ == "__main__":
+    sys.exit(cioctasks.run(task, add_arguments, per_database=True))

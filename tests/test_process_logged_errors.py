@@ -1,0 +1,147 @@
+"""process_logged_errors: every error in a digest once, through appends and rotations."""
+
+import datetime
+import os
+import sys
+
+from conftest import ROOT, assert_no_traceback, mails, run_command
+from smtpserver import free_port
+
+SCRIPT = ROOT / "cron" / "process_logged_errors.py"
+sys.path.insert(0, str(ROOT / "cron"))
+import process_logged_errors as errors  # noqa: E402
+
+
+def entry(when, url="https://site.cioc.ca/record/1", kind="KeyError", message="'ViewType'",
+          function="view_record"):
+    return (f"{when:%Y-%m-%d %H:%M:%S},123 {url}\n"
+            "Traceback (most recent call last):\n"
+            f'  File "/opt/cioc/web/record.py", line 12, in {function}\n'
+            "    value = data['x']\n"
+            f"{kind}: {message}\n")
+
+
+NOW = datetime.datetime.now().replace(microsecond=0)
+
+
+def python_folder(world, site="ciocdemo"):
+    return world.directory / "logs" / site / "python"
+
+
+def run(world, *args, env=None):
+    return run_command([sys.executable, SCRIPT, "-a", "ciocdemo", *args], env or world.env)
+
+
+def digest_bodies(world):
+    return [m.get_body(("plain",)).get_content() for m in mails(world)]
+
+
+def test_grouping_blurs_numbers_and_values_but_not_types_or_frames():
+    digest = errors.Digest()
+    digest.add("t1", "u1", entry(NOW, message="invalid literal for int(): 'abc12'").splitlines()[1:])
+    digest.add("t2", "u2", entry(NOW, message="invalid literal for int(): 'xyz9'").splitlines()[1:])
+    digest.add("t3", "u3", entry(NOW, kind="ValueError", message="'abc12'").splitlines()[1:])
+    digest.add("t4", "u4", entry(NOW, function="other").splitlines()[1:])
+    assert digest.entries == 4 and len(digest.groups) == 3
+
+
+def test_chained_exceptions_are_grouped_by_the_last_one():
+    lines = (entry(NOW, kind="KeyError").splitlines()[1:]
+             + ["", "During handling of the above exception, another exception occurred:", ""]
+             + entry(NOW, kind="RuntimeError", message="wrapped").splitlines()[1:])
+    digest = errors.Digest()
+    digest.add("t", "u", lines)
+    assert list(digest.groups)[0][0] == "RuntimeError"
+
+
+def test_each_error_is_mailed_once_across_appends(world):
+    first = run(world)
+    assert first.returncode == 0, first.stderr
+    assert_no_traceback(first)
+    assert len(mails(world)) == 1
+    nothing = run(world)
+    assert "no mail" in nothing.stdout and len(mails(world)) == 1
+    with open(python_folder(world) / "error.log", "a", encoding="utf-8") as log:
+        log.write(entry(NOW, kind="ZeroDivisionError", message="division by zero"))
+    later = run(world)
+    assert "1 new errors in 1 kinds" in later.stdout
+    assert "ZeroDivisionError: division by zero" in digest_bodies(world)[-1]
+
+
+def test_a_rotation_between_runs_loses_and_repeats_nothing(world):
+    run(world)
+    folder = python_folder(world)
+    with open(folder / "error.log", "a", encoding="utf-8") as log:
+        log.write(entry(NOW, kind="LateError", message="before midnight"))
+    (folder / "error.log").rename(folder / f"error.log.{datetime.date.today() + datetime.timedelta(days=1)}")
+    (folder / "error.log").write_text(entry(NOW, kind="EarlyError", message="after midnight"),
+                                      encoding="utf-8")
+    result = run(world)
+    assert "2 new errors in 2 kinds" in result.stdout, result.stdout
+    body = digest_bodies(world)[-1]
+    assert "LateError" in body and "EarlyError" in body
+
+
+def test_a_truncated_log_is_read_from_its_start(world):
+    run(world)
+    log = python_folder(world) / "error.log"
+    log.write_text(entry(NOW, kind="FreshError", message="after truncation"), encoding="utf-8")
+    result = run(world)
+    assert "1 new errors" in result.stdout
+    assert "FreshError" in digest_bodies(world)[-1]
+
+
+def test_a_line_still_being_written_waits_for_the_next_run(world):
+    run(world)
+    log = python_folder(world) / "error.log"
+    text = entry(NOW, kind="SlowError", message="written in two parts")
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(text[:-10])
+    first = run(world)
+    assert "SlowError" not in "".join(digest_bodies(world)[1:])
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(text[-10:])
+    second = run(world)
+    assert "1 new errors" in second.stdout, (first.stdout, second.stdout)
+    assert "SlowError: written in two parts" in digest_bodies(world)[-1]
+
+
+def test_bytes_that_are_not_utf8_do_not_stop_it(world):
+    run(world)
+    with open(python_folder(world) / "error.log", "ab") as log:
+        log.write(entry(NOW, kind="DecodeError", message="caf\xe9").encode("latin-1"))
+    result = run(world)
+    assert result.returncode == 0 and "1 new errors" in result.stdout
+
+
+def test_a_digest_for_a_server_that_is_down_is_spooled_and_the_position_moves(world):
+    env = dict(world.env, CIOC_MAIL_BACKEND="smtp", CIOC_MAIL_PORT=str(free_port()))
+    first = run(world, env=env)
+    assert first.returncode == 0, first.stderr
+    assert len(list((world.directory / "state" / "outbox").glob("*.eml"))) == 1
+    second = run(world, env=env)
+    assert "no mail" in second.stdout
+
+
+def test_a_rescan_mails_again_without_moving_the_position(world):
+    run(world)
+    rescan = run(world, "--hours", "48")
+    assert rescan.returncode == 0 and "rescanned errors" in rescan.stdout
+    assert len(mails(world)) == 2
+    assert "no mail" in run(world).stdout
+
+
+def test_per_site_recipients_and_a_dry_run(world):
+    env = dict(world.env, CIOC_ERROR_EMAIL_CIOCDEMO="dev1@example.org, dev2@example.org")
+    dry = run(world, "-n", env=env)
+    assert "would mail" in dry.stdout and mails(world) == []
+    run(world, env=env)
+    assert mails(world)[0]["To"] == "dev1@example.org, dev2@example.org"
+
+
+def test_the_first_run_skips_older_history(world):
+    old = python_folder(world) / "error.log.2020-01-01"
+    old.write_text(entry(datetime.datetime(2020, 1, 1), kind="AncientError"), encoding="utf-8")
+    os.utime(old, (0, 0))
+    run(world)
+    assert "AncientError" not in digest_bodies(world)[0]
