@@ -17,16 +17,19 @@ for the next run. The first run on a site reads only today's and yesterday's fil
 
 import datetime
 import hashlib
+import mmap
+import os
 import re
 import sys
 from pathlib import Path
 
 import cioctasks
 
-CHUNK = 8 << 20
 HEAD = 256
 MAX_SIGNATURES = 500
 MAX_SAMPLE_LINES = 60
+TAIL_LINES = 20
+EDGE = 4096  # bytes decoded at each end of an entry
 ENTRY = re.compile(rb"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ?([^\r\n]*)")
 ROTATED = re.compile(r"^error\.log(?:\.(\d{4}-\d\d-\d\d))?$")
 BLURS = [
@@ -51,14 +54,17 @@ class Digest:
         self.groups = {}
         self.entries = 0
 
-    def add(self, when, url, lines):
-        exception = next((l for l in reversed(lines) if l.strip() and not l[:1].isspace()
+    def add(self, when, url, lines, tail=None):
+        """Count one entry; ``lines`` are its first lines, ``tail`` its last (default:
+        the same)."""
+        tail = lines if tail is None else tail
+        exception = next((l for l in reversed(tail) if l.strip() and not l[:1].isspace()
                           and not l.startswith(("Traceback", "During handling", "The above"))),
                          "")
         kind, _, message = exception.partition(":")
         if not exception or " " in kind.strip():
             kind, message = "(no traceback)", url
-        frames = [FRAME.match(l) for l in lines]
+        frames = [FRAME.match(l) for l in tail]
         frame = next((f for f in reversed(frames) if f), None)
         where = f"{Path(frame.group(1)).name}:{frame.group(2)}" if frame else ""
         signature = (kind.strip(), blur(message.strip()), where)
@@ -92,73 +98,96 @@ class Digest:
 def scan(path, start, digest, since=None):
     """Add the complete entries of ``path`` from byte ``start`` to ``digest``; return the
     offset the next run starts from: after the last complete line, or, when the file ends
-    in the middle of a line, at the start of the entry still being written."""
+    in the middle of a line, at the start of the entry still being written.
+
+    The file is memory-mapped and searched in place, so a multi-gigabyte log costs no
+    more memory than a small one and is never copied.
+    """
     with open(path, "rb") as handle:
-        handle.seek(start)
-        offset = start
-        carry = b""
-        current = None  # [time, url, lines, byte offset of its header] of the entry being read
-        while True:
-            chunk = handle.read(CHUNK)
-            if not chunk:
-                break
-            data = carry + chunk
-            end = data.rfind(b"\n")
-            if end < 0:
-                carry = data
-                continue
-            complete, carry = data[:end + 1], data[end + 1:]
-            current = _entries(complete, offset, digest, current, since)
-            offset += len(complete)
+        size = os.fstat(handle.fileno()).st_size
+        if size <= start:
+            return start
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            if hasattr(data, "madvise"):  # read ahead: the file is read once, front to back
+                data.madvise(mmap.MADV_SEQUENTIAL)
+            last_newline = data.rfind(b"\n", start, size)
+            if last_newline < 0:
+                return start
+            limit = last_newline + 1
+            last_year = datetime.datetime.fromtimestamp(os.fstat(handle.fileno()).st_mtime).year
+            current = _entries(data, start, limit, digest, since, last_year)
     if current is None:
-        return offset
-    if carry:
-        return current[3]  # its last line is not written yet: read it whole next time
+        return limit
+    if limit < size:
+        return current[4]  # its last line is not written yet: read it whole next time
     _finish(digest, current, since)
-    return offset
+    return limit
 
 
-def _entries(data, base, digest, current, since):
-    """Split complete lines into entries, finding entry starts with bytes.find (fast) and
-    checking each candidate with the regular expression. ``base`` is the file offset of
-    ``data``; return the entry still open at the end."""
-    starts = [0] if ENTRY.match(data, 0) else []
-    position = 0
-    while True:
-        position = data.find(b"\n20", position)
-        if position < 0:
-            break
-        position += 1
-        if ENTRY.match(data, position):
-            starts.append(position)
-    if not starts:
-        if current:
-            current[2].extend(_lines(data))
-        return current
-    if current and starts[0] > 0:
-        current[2].extend(_lines(data[:starts[0]]))
+def _markers(data, start, limit, last_year):
+    """The byte strings that begin every entry line of this part of the file: a newline
+    and the year, for each year from the first entry's to the file's last change. A longer
+    marker is found faster; a file spanning more than a few years falls back to "\\n20"."""
+    first = ENTRY.match(data, start)
+    if first is None:
+        position = data.find(b"\n20", start, limit)
+        while position >= 0 and not ENTRY.match(data, position + 1):
+            position = data.find(b"\n20", position + 1, limit)
+        first = ENTRY.match(data, position + 1) if position >= 0 else None
+    if first is None:
+        return []
+    first_year = int(first.group(1)[:4])
+    if not 0 <= last_year - first_year <= 3:
+        return [b"\n20"]
+    return [b"\n%d-" % year for year in range(first_year, last_year + 1)]
+
+
+def _entries(data, start, limit, digest, since, last_year):
+    """Count the entries between ``start`` and ``limit`` (both at line starts); return the
+    last one, still open. Entry starts are found with find (fast) and checked with the
+    regular expression; lines before the first entry belong to one already reported."""
+    starts = [start] if ENTRY.match(data, start) else []
+    for marker in _markers(data, start, limit, last_year):
+        position = start
+        while True:
+            position = data.find(marker, position, limit)
+            if position < 0:
+                break
+            position += 1
+            if ENTRY.match(data, position):
+                starts.append(position)
+    starts.sort()
+    current = None
     for index, begin in enumerate(starts):
         if current:
             _finish(digest, current, since)
-        finish = starts[index + 1] if index + 1 < len(starts) else len(data)
-        block = data[begin:finish]
-        match = ENTRY.match(block)
-        header_end = block.find(b"\n")
+        finish = starts[index + 1] if index + 1 < len(starts) else limit
+        header_end = data.find(b"\n", begin, finish)
+        match = ENTRY.match(data, begin)
         when = f"{match.group(1).decode()},{match.group(2).decode()}"
         url = match.group(3).decode("utf-8", "replace").strip()
-        current = [when, url, _lines(block[header_end + 1:]), base + begin]
+        current = [when, url, [], [], begin]
+        body = header_end + 1
+        _extend(current, data[body:min(finish, body + EDGE)], data[max(body, finish - EDGE):finish])
     return current
+
+
+def _extend(entry, first, last):
+    """Keep an entry's first lines (the sample) and its last ones (where the exception and
+    the innermost frame are): only those bytes are decoded, however long the entry."""
+    entry[2].extend(_lines(first)[:MAX_SAMPLE_LINES])
+    entry[3].extend(_lines(last)[-TAIL_LINES:])
 
 
 def _lines(data):
     text = data.decode("utf-8", "replace")
-    return [line for line in text.splitlines() if line.strip()][:MAX_SAMPLE_LINES * 4]
+    return [line for line in text.splitlines() if line.strip()]
 
 
 def _finish(digest, entry, since):
-    when, url, lines, _ = entry
+    when, url, head, tail, _ = entry
     if since is None or when >= since:
-        digest.add(when, url, lines)
+        digest.add(when, url, head, tail)
 
 
 def identity(path):
