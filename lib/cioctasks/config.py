@@ -27,7 +27,7 @@ PLATFORM_DEFAULTS = {
 
 MAIL_BACKENDS = ("smtp", "file", "memory")
 DEFAULT_ODBC_DRIVER = "ODBC Driver 18 for SQL Server"
-DEFAULT_MAXMIND_URL = "https://download.maxmind.com/app/geoip_download"
+DEFAULT_MAXMIND_URL = "https://download.maxmind.com/geoip/databases"
 
 #: Names that hold secrets: their values are masked wherever they could be printed.
 SECRET_VARIABLES = ("CIOC_MAIL_PASSWORD", "CIOC_MAil_PASSWORD", "CIOC_MAXMIND_LICENSE_KEY")
