@@ -66,14 +66,16 @@ def build_parser(name, description, per_database, add_arguments):
 
 
 def run(task, add_arguments=None, *, per_database=False, name=None, description=None,
-        argv=None, environ=None, command=False):
+        argv=None, environ=None, command=False, prepare=None):
     """Run ``task`` as a script and return its exit code.
 
     ``task(context)``, or ``task(context, database_name)`` when ``per_database``, returns a
     one-line summary; it raises TaskError to fail (that database), or calls
     ``context.problem`` to record a failure and go on. A built-in ``command`` (check,
     status) takes no lock, keeps no history, leaves the outbox alone and prints its own
-    output instead of the run summary.
+    output instead of the run summary. ``prepare(context)``, when given, runs once before
+    the databases (after the lock); what it returns is ``context.prepared``, and a
+    ConfigError from it ends the run with exit 2.
     """
     import io
 
@@ -97,5 +99,5 @@ def run(task, add_arguments=None, *, per_database=False, name=None, description=
         return exit.code or OK
     from cioctasks import taskrun
 
-    return taskrun.execute(task, name, args, usage_error, console, per_database, command,
-                           environ)
+    job = taskrun.Job(task, name, per_database, command, prepare)
+    return taskrun.execute(job, args, usage_error, console, environ)

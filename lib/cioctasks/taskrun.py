@@ -2,6 +2,7 @@
 lock, the outbox, the database fan-out, run history, pings, the failure report.
 """
 
+import collections
 import concurrent.futures
 import logging
 import socket
@@ -29,6 +30,7 @@ class Context:
         self.database = database
         self.problems = []
         self._mailer = None
+        self.prepared = None  # what the job's prepare hook returned, shared by every database
 
     @property
     def dry_run(self):
@@ -159,8 +161,14 @@ def _early_failure(message, code, console, settings=None, name="cioctasks"):
     return code
 
 
-def execute(task, name, args, usage_error, console, per_database, command, environ=None):
-    """Load the settings, set up logging and run; return the exit code."""
+#: What the runner knows of a task script: its function, its name, whether it runs once per
+#: database, whether it is a built-in command, and its ``prepare(context)`` hook (or None).
+Job = collections.namedtuple("Job", "task name per_database command prepare")
+
+
+def execute(job, args, usage_error, console, environ=None):
+    """Load the settings, set up logging and run ``job``; return the exit code."""
+    name = job.name
     settings = None
     try:
         settings = config.load(environ)
@@ -182,7 +190,7 @@ def execute(task, name, args, usage_error, console, per_database, command, envir
         sys.stderr = logs.LogStream(log, logging.ERROR)
 
     try:
-        return _run_locked(task, name, args, settings, log, console, per_database, command)
+        return _run_locked(job, args, settings, log, console)
     except Exception as error:  # the last net: never a silent death under the scheduler
         log.critical("internal error: %s", error, exc_info=True)
         if not console or args.notify_errors:
@@ -197,10 +205,11 @@ def execute(task, name, args, usage_error, console, per_database, command, envir
         logging.shutdown()
 
 
-def _run_locked(task, name, args, settings, log, console, per_database, command):
+def _run_locked(job, args, settings, log, console):
     from cioctasks import lock as locking
 
     held = None
+    name, command = job.name, job.command
     if not command:
         try:
             held = locking.TaskLock(Path(settings.state_dir) / "locks", name).acquire()
@@ -210,13 +219,14 @@ def _run_locked(task, name, args, settings, log, console, per_database, command)
                 print(f"{name}: {error}", file=sys.stderr)
             return error.exit_code if error.exit_code == LOCKED else USAGE
     try:
-        return _run_body(task, name, args, settings, log, console, per_database, command)
+        return _run_body(job, args, settings, log, console)
     finally:
         if held:
             held.release()
 
 
-def _run_body(task, name, args, settings, log, console, per_database, command):
+def _run_body(job, args, settings, log, console):
+    name, command, per_database = job.name, job.command, job.per_database
     from cioctasks import db
     from cioctasks import state as run_state
 
@@ -247,7 +257,15 @@ def _run_body(task, name, args, settings, log, console, per_database, command):
                 problems.append(f"no databases under {settings.udl_base}")
         if not (command or args.dry_run) and settings.mail_backend == "smtp":
             _flush_outbox(context, problems)
-        outcomes = _run_all(task, context, databases, getattr(args, "jobs", 1))
+        if job.prepare is not None:
+            try:
+                context.prepared = job.prepare(context)
+            except ConfigError as error:
+                log.error("%s", error)
+                if not console or args.notify_errors:
+                    reports.failure(settings, name, f"{error}\n", log, args.dry_run)
+                return USAGE
+        outcomes = _run_all(job.task, context, databases, getattr(args, "jobs", 1))
         if context._mailer is not None:
             problems.extend(context._mailer.problems)
     finally:
