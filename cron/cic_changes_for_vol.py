@@ -94,7 +94,7 @@ def base_urls_of(database, nums):
 
 
 def notify(context, name, database, since, now):
-    """Send each agency its message; return (agencies mailed, rows listed)."""
+    """Send each agency its message; return (agencies mailed, agencies skipped, rows listed)."""
     from cioctasks import mail  # email and ssl: loaded once there is mail to make
 
     (rows,) = database.call("sp_VOL_NUMChanged_l", since)
@@ -102,12 +102,13 @@ def notify(context, name, database, since, now):
     base_urls = base_urls_of(database, [row["NUM"] for row in rows])
     key_prefix = f"sent:{name}:{since.isoformat()}:"
     done = context.state.items(context.task, key_prefix)
-    sent = 0
+    sent = skipped = 0
     with context.mailer.session() as session:
         for agency, agency_rows in agencies.items():
             key = key_prefix + agency
             if key in done:
                 context.log.info("%s: already mailed by an earlier run", agency)
+                skipped += 1
                 continue
             try:
                 message = build_message(agency, agency_rows, base_urls, since, now)
@@ -120,25 +121,46 @@ def notify(context, name, database, since, now):
             if not context.dry_run:
                 context.state.set(context.task, key, status)
             sent += 1
-    return sent, len(rows)
+    return sent, skipped, len(rows)
+
+
+def window_of(context, name, now):
+    """Return (since, until, resumed): the window this run reports on.
+
+    The window is stored before the first message goes out, so a rerun after a crash
+    reports on the same start time and recognises the agencies already mailed.
+    """
+    pending_key = f"window:{name}"
+    pending = context.state.get(context.task, pending_key)
+    if pending:
+        since, until = (datetime.datetime.fromisoformat(part) for part in pending.split("|"))
+        context.log.info("resuming the run that started at %s", until)
+        return since, until, True
+    stored = context.state.get(context.task, f"since:{name}")
+    since = datetime.datetime.fromisoformat(stored) if stored else now - FIRST_RUN
+    if not context.dry_run:
+        context.state.set(context.task, pending_key, f"{since.isoformat()}|{now.isoformat()}")
+    return since, now, False
 
 
 def task(context, name):
     now = datetime.datetime.now().replace(microsecond=0)
-    watermark = f"since:{name}"
     if context.args.since:
-        since = context.args.since
+        since, until = context.args.since, now
     else:
-        stored = context.state.get(context.task, watermark)
-        since = datetime.datetime.fromisoformat(stored) if stored else now - FIRST_RUN
+        since, until, _ = window_of(context, name, now)
     with context.connect(name) as database:
-        sent, rows = notify(context, name, database, since, now)
+        sent, skipped, rows = notify(context, name, database, since, now)
     # A refused address is reported and kept in outbox/failed; it does not hold the start
     # time back, or every later night would wait on it.
     if not context.dry_run and not context.args.since:
-        context.state.set(context.task, watermark, now.isoformat())
-        for key in context.state.items(context.task, f"sent:{name}:"):
-            context.state.delete(context.task, key)
+        # Agencies mailed before a crash saw the changes up to the crashed run's start
+        # only: the next window starts there, so a later change is never missed (at worst
+        # an agency mailed in the rerun sees a change a second time).
+        finished = [*context.state.items(context.task, f"sent:{name}:"), f"window:{name}"]
+        context.state.set_many(context.task,
+                               {f"since:{name}": (until if skipped else now).isoformat()},
+                               delete=finished)
     verb = "would mail" if context.dry_run else "mailed"
     return f"{rows} changed record rows since {since:%Y-%m-%d %H:%M}; {verb} {sent} agencies"
 

@@ -109,12 +109,14 @@ class State:
     def set(self, task, key, value):
         self.set_many(task, {key: value})
 
-    def set_many(self, task, values):
-        """Set several watermarks in one transaction."""
+    def set_many(self, task, values, delete=()):
+        """Set several watermarks and delete the keys in ``delete``, in one transaction."""
         now = _now()
         with self._lock:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany("DELETE FROM watermarks WHERE task = ? AND key = ?",
+                                     [(task, key) for key in delete])
                 self._db.executemany(
                     "INSERT OR REPLACE INTO watermarks (task, key, value, updated)"
                     " VALUES (?, ?, ?, ?)",
