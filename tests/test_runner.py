@@ -197,6 +197,22 @@ def test_a_crash_in_one_database_is_exit_70_and_the_others_still_run(cioc_env, t
     assert "hunter2secret" not in result.stdout + result.stderr
 
 
+def test_the_prepare_hook_runs_once_and_every_database_sees_what_it_made(cioc_env, tmp_path):
+    member_sites(tmp_path, ["one", "two", "three"])
+    result = run_command([sys.executable, SAMPLE, "--unit", "volunteers", "-j", "2"], cioc_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("2 volunteers") == 3
+
+
+def test_a_configuration_error_in_the_prepare_hook_is_exit_2_before_any_database(cioc_env, tmp_path):
+    member_sites(tmp_path, ["one", "two"])
+    result = run_command([sys.executable, SAMPLE, "--unit", "4 u"], cioc_env)
+    assert result.returncode == 2
+    assert_no_traceback(result)
+    assert result.stderr.strip() == "sample_task: --unit must be a word, not '4 u'"
+    assert "one: ok" not in result.stdout
+
+
 def test_databases_run_in_parallel_with_jobs(cioc_env, tmp_path):
     member_sites(tmp_path, ["one", "two", "three", "four"])
     import time

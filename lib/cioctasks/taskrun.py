@@ -59,7 +59,9 @@ class Context:
 
     def for_database(self, name):
         """A context for one database; it has its own problems and its own mailer."""
-        return Context(self.task, self.args, self.settings, self.log, self.state, name)
+        context = Context(self.task, self.args, self.settings, self.log, self.state, name)
+        context.prepared = self.prepared
+        return context
 
 
 class Outcome:

@@ -14,14 +14,22 @@ def count_members(context, name):
     time.sleep(context.args.sleep)
     with context.connect(name) as database:
         rows = database.query("SELECT COUNT(*) AS members FROM STP_Member")
-    return f"{rows[0]['members']} members"
+    return f"{rows[0]['members']} {context.prepared}"
+
+
+def prepare(context):
+    """Runs once before the databases: checks --unit and hands it to every database."""
+    if not context.args.unit.isalpha():
+        raise cioctasks.ConfigError(f"--unit must be a word, not {context.args.unit!r}")
+    return context.args.unit
 
 
 def add_arguments(parser):
     parser.add_argument("--fail-on", action="append", default=[])
     parser.add_argument("--crash-on", action="append", default=[])
     parser.add_argument("--sleep", type=float, default=0)
+    parser.add_argument("--unit", default="members")
 
 
 if __name__ == "__main__":
-    sys.exit(cioctasks.run(count_members, add_arguments, per_database=True))
+    sys.exit(cioctasks.run(count_members, add_arguments, per_database=True, prepare=prepare))
