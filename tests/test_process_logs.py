@@ -1,0 +1,157 @@
+"""process_logs: the real AWStats counts each access log once and its pages are swapped in whole."""
+
+import datetime
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, assert_no_traceback, run_command
+
+SCRIPT = ROOT / "cron" / "process_logs.py"
+sys.path.insert(0, str(ROOT / "cron"))
+import process_logs  # noqa: E402
+
+AWSTATS, TOOLS = process_logs.default_locations("/opt/cioc/tools")
+pytestmark = pytest.mark.skipif(not (AWSTATS.is_file() and (TOOLS / "awstats_buildstaticpages.pl").is_file()),
+                                reason="AWStats is not installed (bin/setup installs it)")
+
+LINE = ('10.9.8.7 - - [{day:%d/%b/%Y}:23:59:{second:02d} -0500] "GET /volunteer/ HTTP/1.1" '
+        '200 512 "-" "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"\n')
+
+
+def run(world, *args, env=None):
+    result = run_command([sys.executable, SCRIPT, "-a", "ciocdemo", *args], env or world.env)
+    assert_no_traceback(result)
+    return result
+
+
+def stats_of(world):
+    return world.directory / "VirtualServers" / "ciocdemo" / "stats"
+
+
+def month_page(world):
+    (page,) = stats_of(world).glob("*/awstats.ciocdemo.html")
+    return page
+
+
+def test_logs_are_counted_and_the_pages_published(world):
+    logs = sorted((world.directory / "logs" / "ciocdemo").glob("access.log.*"))
+    lines = sum(len(p.read_text(encoding="utf-8").splitlines()) for p in logs)
+    result = run(world)
+    assert result.returncode == 0, result.stderr
+    assert f"{len(logs)} log files, {lines:,} new records; pages of " in result.stdout
+    index = (stats_of(world) / "index.html").read_text(encoding="utf-8")
+    month = month_page(world).parent.name
+    assert f'href="{month}/awstats.ciocdemo.html"' in index
+    page = month_page(world).read_text(encoding="utf-8", errors="replace")
+    assert "/volunteer/" in page and "Googlebot" in page
+    config = world.directory / "state" / "awstats" / "conf" / "awstats.ciocdemo.conf"
+    assert 'SiteDomain="ciocdemo"' in config.read_text(encoding="utf-8")
+    assert not [p for p in stats_of(world).parent.iterdir() if p.name.startswith(".stats-")]
+
+
+def test_a_rerun_counts_nothing_twice_and_a_grown_log_only_its_new_lines(world):
+    run(world)
+    page = month_page(world)
+    built = page.stat().st_mtime_ns
+    again = run(world)
+    assert again.returncode == 0
+    assert "0 log files, 0 new records; pages up to date" in again.stdout
+    assert page.stat().st_mtime_ns == built
+
+    newest = max((world.directory / "logs" / "ciocdemo").glob("access.log.*"),
+                 key=lambda p: p.stat().st_mtime_ns)
+    day = newest.stat().st_mtime
+    with open(newest, "a", encoding="utf-8") as handle:
+        for second in range(3):
+            handle.write(LINE.format(day=datetime.datetime.fromtimestamp(day),
+                                     second=second + 1))
+    os.utime(newest, (day + 5, day + 5))
+    grown = run(world)
+    assert grown.returncode == 0, grown.stderr
+    assert "1 log files, 3 new records; pages of " in grown.stdout
+    assert "Firefox" in month_page(world).read_text(encoding="utf-8", errors="replace")
+
+
+def test_missing_awstats_is_one_line_with_the_install_hint_and_exit_2(world):
+    env = dict(world.env, CIOC_AWSTATS=str(world.directory / "no-awstats.pl"))
+    result = run(world, env=env)
+    assert result.returncode == 2
+    assert "apt-get install awstats" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not stats_of(world).exists()
+
+
+def test_a_local_edit_of_the_config_stays_until_create_configs(world):
+    run(world, "-n")
+    config = world.directory / "state" / "awstats" / "conf" / "awstats.ciocdemo.conf"
+    assert not config.exists(), "a dry run writes no configuration"
+    run(world)
+    config.write_text(config.read_text(encoding="utf-8") + "# local edit\n", encoding="utf-8")
+    run(world)
+    assert "# local edit" in config.read_text(encoding="utf-8")
+    run(world, "-c")
+    assert "# local edit" not in config.read_text(encoding="utf-8")
+
+
+def test_a_dry_run_counts_and_builds_nothing(world):
+    result = run(world, "--dry-run")
+    assert result.returncode == 0
+    assert re.search(r"would give AWStats \d+ log files", result.stdout)
+    assert not stats_of(world).exists()
+    assert not (world.directory / "state" / "awstats" / "data" / "ciocdemo").exists()
+
+
+def test_a_log_name_that_perl_would_run_as_a_command_is_never_given_to_awstats(world, tmp_path):
+    logs = world.directory / "logs" / "ciocdemo"
+    marker = tmp_path / "pwned"  # the script runs in tmp_path
+    (logs / "access.log.1; touch pwned |").write_text("x\n", encoding="utf-8")
+    result = run(world)
+    assert result.returncode == 0, result.stderr
+    assert not marker.exists()
+
+
+def test_a_failed_build_leaves_the_published_pages_as_they_were(world, tmp_path):
+    run(world)
+    page = month_page(world)
+    before = page.read_bytes()
+    broken = tmp_path / "broken-tools"
+    broken.mkdir()
+    (broken / "awstats_buildstaticpages.pl").write_text(
+        'print "Error: disk full\\n"; exit 1;\n', encoding="utf-8")
+    newest = max((world.directory / "logs" / "ciocdemo").glob("access.log.*"),
+                 key=lambda p: p.stat().st_mtime_ns)
+    with open(newest, "a", encoding="utf-8") as handle:
+        handle.write(LINE.format(day=datetime.datetime.fromtimestamp(
+            newest.stat().st_mtime), second=30))
+    result = run(world, env=dict(world.env, CIOC_AWSTATS_TOOLS=str(broken)))
+    assert result.returncode == 1
+    assert "Error: disk full" in result.stderr
+    assert page.read_bytes() == before
+    assert not [p for p in stats_of(world).parent.iterdir() if p.name.startswith(".stats-")]
+
+
+def test_a_site_whose_stats_folder_is_a_symlink_is_refused(world, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    stats_of(world).symlink_to(elsewhere, target_is_directory=True)
+    result = run(world)
+    assert result.returncode == 1
+    assert "not a plain folder" in result.stderr
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_logs_are_given_oldest_first_and_archives_are_left_out(tmp_path):
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    for index, name in enumerate(["access.log", "access.log.20261101", "access.log.20261030",
+                                  "logs-2026-10.zip", "access.log.20261001.gz"]):
+        path = folder / name
+        path.write_text("x", encoding="utf-8")
+        moment = {"access.log": 300, "access.log.20261101": 200}.get(name, 100)
+        os.utime(path, (moment, moment))
+    names = [path.name for path, _ in process_logs.access_logs(Path(folder), "access.log*")]
+    assert names == ["access.log.20261030", "access.log.20261101", "access.log"]
