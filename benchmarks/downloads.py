@@ -11,7 +11,6 @@
 
 import argparse
 import json
-import os
 import shutil
 import sqlite3
 import subprocess

@@ -5,11 +5,15 @@ happened. Run through ``bin/demo`` (or ``bin\\demo.cmd``), which installs what i
 """
 
 import argparse
+import hashlib
 import http.server
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -70,6 +74,61 @@ def start_getinvolved_stand_in():
     return server, f"http://127.0.0.1:{server.server_address[1]}/rpc"
 
 
+def geolite_tarball(edition):
+    """A small GeoLite2-shaped database of ``edition`` in a .tar.gz as MaxMind ships it.
+    Written with mmdb-writer (installed with the test extras)."""
+    from mmdb_writer import MMDBWriter
+    from netaddr import IPSet
+
+    writer = MMDBWriter(ip_version=4, database_type=edition)
+    writer.insert_network(IPSet(["8.8.8.0/24"]), {"country": {"iso_code": "US"},
+                                                   "city": {"names": {"en": "Mountain View"}}})
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"{edition}.mmdb"
+        writer.to_db_file(str(path))
+        data = path.read_bytes()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo(f"{edition}_{time.strftime('%Y%m%d')}/{edition}.mmdb")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+class MaxMindStandIn(http.server.BaseHTTPRequestHandler):
+    """A local stand-in for MaxMind's download service: /<edition>/download?suffix=tar.gz
+    and ?suffix=tar.gz.sha256, behind HTTP Basic auth (any account and key)."""
+
+    archives = {}
+
+    def do_GET(self):
+        edition, _, query = self.path.lstrip("/").partition("/download?suffix=")
+        archive = self.archives.get(edition)
+        if archive is None or not self.headers.get("Authorization", "").startswith("Basic "):
+            self.send_error(404 if archive is None else 401)
+            return
+        body = (f"{hashlib.sha256(archive).hexdigest()}  {edition}.tar.gz\n".encode()
+                if query == "tar.gz.sha256" else archive)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        """Quiet: the demo prints its own summary."""
+
+
+def start_maxmind_stand_in():
+    """Serve GeoLite2-City and -Country; None when mmdb-writer is not installed."""
+    try:
+        MaxMindStandIn.archives = {e: geolite_tarball(e) for e in ("GeoLite2-City", "GeoLite2-Country")}
+    except ImportError:
+        return None, None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), MaxMindStandIn)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
 def run(args, env, label=None):
     """Run one command, print one line about it, return (exit code, seconds, output)."""
     started = time.monotonic()
@@ -111,7 +170,12 @@ def main():
 
     stand_in, url = start_getinvolved_stand_in()
     env["CIOC_GETINVOLVED_URL"] = url
-    print(f"\nRunning the night's tasks (getinvolved.ca stand-in at {url})")
+    maxmind, maxmind_url = start_maxmind_stand_in()
+    if maxmind:
+        env.update(CIOC_MAXMIND_URL=maxmind_url, CIOC_MAXMIND_ACCOUNT_ID="demo",
+                   CIOC_MAXMIND_LICENSE_KEY="demo-licence-key")
+    print(f"\nRunning the night's tasks (stand-ins: getinvolved.ca at {url}, "
+          f"MaxMind at {maxmind_url or 'none: mmdb-writer is not installed'})")
     failures = 0
     for script, script_args in NIGHT:
         if not (ROOT / script).exists():
@@ -129,6 +193,8 @@ def main():
         capture_output=True, text=True, encoding="utf-8").stdout or "[]")
 
     stand_in.shutdown()
+    if maxmind:
+        maxmind.shutdown()
     mails = sorted((world / "mail").glob("*.eml"))
     print("\nWhere to look:")
     print(f"  mail written as .eml        {world / 'mail'}  ({len(mails)} messages)")
@@ -136,6 +202,7 @@ def main():
     print(f"  offline tools map           {world / 'tools' / 'offline_tools'}")
     print(f"  awstats pages               {world / 'VirtualServers'}/<site>/stats/")
     print(f"  getinvolved.ca stand-in     {len(GetInvolvedStandIn.received)} opportunities received")
+    print(f"  GeoLite2 databases          {world / 'tools' / 'geoip'}")
     print(f"  task logs                   {world / 'logs' / 'cioctasks'}")
     print(f"  run history                 {world / 'state' / 'state.sqlite'} "
           f"({len(runs)} task/database entries)")

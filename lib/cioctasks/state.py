@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS watermarks (
 
 
 def _now():
-    return datetime.datetime.now().isoformat(sep=" ", timespec="seconds")
+    return datetime.datetime.now().isoformat(sep=" ", timespec="milliseconds")
 
 
 class State:

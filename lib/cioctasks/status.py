@@ -54,7 +54,7 @@ def _row(task, run, status, started, ended, next_due, overdue, schedule):
         "task": task,
         "database": (run or {}).get("database") or "",
         "status": status,
-        "started": started.isoformat(sep=" ") if started else None,
+        "started": started.isoformat(sep=" ", timespec="seconds") if started else None,
         "seconds": duration,
         "summary": (run or {}).get("summary") or "",
         "schedule": schedule,
