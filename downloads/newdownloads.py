@@ -10,7 +10,6 @@ database file itself. A download that fails at any step leaves the previous one 
 
 import datetime
 import fnmatch
-import functools
 import runpy
 import sys
 from pathlib import Path
@@ -27,10 +26,8 @@ REQUIRED = ("dbinfo", "default_flavours", "archive_format", "old_sites", "skip_t
             "skip_columns", "stats_tables", "conditions")
 
 
-@functools.lru_cache(maxsize=4)
 def load_config(path):
-    """Read a downloads configuration file (once per run); raise ConfigError naming what is
-    wrong."""
+    """Read a downloads configuration file; raise ConfigError naming what is wrong."""
     try:
         values = runpy.run_path(str(path))
     except FileNotFoundError:
@@ -138,9 +135,14 @@ def build_download(context, config, source, tables, site, member, flavour, stats
     return f"{name}: {len(counts)} tables, {sum(counts.values())} rows, {size} bytes"
 
 
+def prepare(context):
+    """Read the configuration once, before the databases: a bad one is exit 2, one line."""
+    return load_config(context.args.config)
+
+
 def task(context, site):
     args = context.args
-    config = load_config(args.config)
+    config = context.prepared
     info = next((i for i in config["dbinfo"] if i.dbname.lower() == site.lower()), None)
     if info is not None and info.skip:
         return "skipped by the downloads configuration"
@@ -182,4 +184,4 @@ def add_arguments(parser):
 
 
 if __name__ == "__main__":
-    sys.exit(cioctasks.run(task, add_arguments, per_database=True))
+    sys.exit(cioctasks.run(task, add_arguments, per_database=True, prepare=prepare))

@@ -92,13 +92,15 @@ def test_seven_zip_archives_when_the_configuration_asks(world, tmp_path):
     assert (download_folder(world) / "ciocdemoCIC1.7z").exists()
 
 
-def test_a_broken_configuration_fails_each_database_naming_the_error(world, tmp_path):
+def test_a_broken_configuration_is_one_line_and_exit_2_before_any_database(world, tmp_path):
     config = tmp_path / "broken.py"
     config.write_text("dbinfo = [\n", encoding="utf-8")
-    result = run_command([sys.executable, SCRIPT, "-a", "ciocdemo", "--config", config], world.env)
-    assert result.returncode == 1  # that database failed, named
-    assert "SyntaxError" in result.stderr
+    result = run_command([sys.executable, SCRIPT, "--config", config], world.env)
+    assert result.returncode == 2
     assert_no_traceback(result)
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("newdownloads: ") and "SyntaxError" in line
+    assert "ciocdemo" not in result.stdout + result.stderr
 
 
 def test_a_dry_run_writes_nothing(world):
