@@ -246,6 +246,7 @@ def publish_pages(context, tools, site):
     remove_leftovers(site_folder)
     built = Path(tempfile.mkdtemp(prefix=f".{STATS}-new-", dir=site_folder))
     try:
+        os.chmod(built, files.plain_mode(stats, default=0o777))  # the web server reads it
         for month in months:
             if month not in stale and (stats / month).is_dir():
                 shutil.copytree(stats / month, built / month, symlinks=True)

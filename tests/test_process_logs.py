@@ -51,6 +51,13 @@ def test_logs_are_counted_and_the_pages_published(world):
     config = world.directory / "state" / "awstats" / "conf" / "awstats.ciocdemo.conf"
     assert 'SiteDomain="ciocdemo"' in config.read_text(encoding="utf-8")
     assert not [p for p in stats_of(world).parent.iterdir() if p.name.startswith(".stats-")]
+    if os.name != "nt":  # the web server, another user, must be able to read the pages
+        plain = world.directory / "plain"
+        plain.mkdir()
+        (plain / "file.html").write_text("x", encoding="utf-8")
+        for path in (stats_of(world), stats_of(world) / "index.html"):
+            expected = plain if path.is_dir() else plain / "file.html"
+            assert path.stat().st_mode & 0o777 == expected.stat().st_mode & 0o777, path
 
 
 def test_a_rerun_counts_nothing_twice_and_a_grown_log_only_its_new_lines(world):

@@ -25,6 +25,27 @@ def _fsync_folder(folder):
         os.close(fd)
 
 
+def _process_umask():
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
+
+
+#: Read once, at import (before any thread starts): os.umask can only be read by setting it.
+UMASK = _process_umask()
+
+
+def plain_mode(target, default=0o666):
+    """The permission bits a file written over ``target`` should get: the replaced file's,
+    else what ``open`` (or ``mkdir``, with ``default=0o777``) would give a new one. The
+    temporary files and folders of tempfile are private (0600/0700), which would hide a
+    published file from the web server."""
+    try:
+        return os.stat(target).st_mode & 0o7777
+    except OSError:
+        return default & ~UMASK
+
+
 @contextlib.contextmanager
 def atomic_writer(target, mode="wb", encoding=None, newline=None):
     """Yield a file open on a temporary file beside ``target``; on success it replaces
@@ -35,6 +56,7 @@ def atomic_writer(target, mode="wb", encoding=None, newline=None):
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.chmod(temporary, plain_mode(target))
         with os.fdopen(fd, mode, encoding=encoding, newline=newline) as handle:
             yield handle
             handle.flush()
