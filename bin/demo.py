@@ -188,6 +188,8 @@ def main():
     status = subprocess.run([python, "-m", "cioctasks", "status"], env=env, cwd=ROOT,
                             capture_output=True, text=True, encoding="utf-8")
     print(status.stdout.rstrip())
+    subprocess.run([python, "-m", "cioctasks", "status", "--html", world / "status.html"],
+                   env=env, cwd=ROOT, capture_output=True)
     runs = json.loads(subprocess.run(
         [python, "-m", "cioctasks", "status", "--json"], env=env, cwd=ROOT,
         capture_output=True, text=True, encoding="utf-8").stdout or "[]")
@@ -200,9 +202,10 @@ def main():
     print(f"  mail written as .eml        {world / 'mail'}  ({len(mails)} messages)")
     print(f"  member downloads            {world / 'VirtualServers'}/<site>/download/")
     print(f"  offline tools map           {world / 'tools' / 'offline_tools'}")
-    print(f"  awstats pages               {world / 'VirtualServers'}/<site>/stats/")
+    print(f"  awstats pages               {world / 'VirtualServers'}/<site>/stats/index.html")
     print(f"  getinvolved.ca stand-in     {len(GetInvolvedStandIn.received)} opportunities received")
     print(f"  GeoLite2 databases          {world / 'tools' / 'geoip'}")
+    print(f"  status page                 {world / 'status.html'}")
     print(f"  task logs                   {world / 'logs' / 'cioctasks'}")
     print(f"  run history                 {world / 'state' / 'state.sqlite'} "
           f"({len(runs)} task/database entries)")
