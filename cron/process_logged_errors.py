@@ -38,6 +38,7 @@ BLURS = [
     (re.compile(r"0x[0-9a-fA-F]+"), "<hex>"),
     (re.compile(r"\d+"), "<n>"),
 ]
+FOLDERS = re.compile(r"[\\/]")  # a frame's file name may be a Windows or a POSIX path
 FRAME = re.compile(r'^\s*File "([^"]+)", line \d+, in (\S+)')
 
 
@@ -47,33 +48,52 @@ def blur(message):
     return message[:300]
 
 
+def signature_of(url, tail):
+    """(exception type, blurred message, innermost frame) of an entry from its last lines,
+    and whether the URL stood in for a missing traceback."""
+    exception = next((l for l in reversed(tail) if l.strip() and not l[:1].isspace()
+                      and not l.startswith(("Traceback", "During handling", "The above"))), "")
+    kind, _, message = exception.partition(":")
+    by_url = not exception or " " in kind.strip()
+    if by_url:
+        kind, message = "(no traceback)", url
+    frame = next((f for f in map(FRAME.match, (l for l in reversed(tail) if 'File "' in l))
+                  if f), None)
+    where = f"{FOLDERS.split(frame.group(1))[-1]}:{frame.group(2)}" if frame else ""
+    return (kind.strip(), blur(message.strip()), where), by_url
+
+
 class Digest:
     """Errors grouped by signature, with bounded samples."""
 
     def __init__(self):
         self.groups = {}
         self.entries = 0
+        self._known = {}  # the raw end of an entry -> its signature: a flood decodes once
 
     def add(self, when, url, lines, tail=None):
-        """Count one entry; ``lines`` are its first lines, ``tail`` its last (default:
-        the same)."""
+        """Count one entry; ``lines`` are its first lines (or the raw bytes of its start,
+        decoded only when the entry starts a new kind), ``tail`` its last lines (or the
+        raw bytes of its end; default: the same as ``lines``)."""
         tail = lines if tail is None else tail
-        exception = next((l for l in reversed(tail) if l.strip() and not l[:1].isspace()
-                          and not l.startswith(("Traceback", "During handling", "The above"))),
-                         "")
-        kind, _, message = exception.partition(":")
-        if not exception or " " in kind.strip():
-            kind, message = "(no traceback)", url
-        frames = [FRAME.match(l) for l in tail]
-        frame = next((f for f in reversed(frames) if f), None)
-        where = f"{Path(frame.group(1)).name}:{frame.group(2)}" if frame else ""
-        signature = (kind.strip(), blur(message.strip()), where)
+        raw = tail if isinstance(tail, bytes) else None
+        signature = None
+        if raw is not None:
+            signature = self._known.get(raw) or self._known.get((raw, url))
+        if signature is None:
+            if raw is not None:
+                tail = _last_lines(raw)
+            signature, by_url = signature_of(url, tail)
+            if raw is not None and len(self._known) < MAX_SIGNATURES:
+                self._known[(raw, url) if by_url else raw] = signature
         group = self.groups.get(signature)
         if group is None:
             if len(self.groups) >= MAX_SIGNATURES:
                 signature = ("(other errors)", "", "")
                 group = self.groups.get(signature)
             if group is None:
+                if isinstance(lines, bytes):
+                    lines = _lines(lines)
                 group = self.groups[signature] = {
                     "count": 0, "first": when, "last": when, "url": url,
                     "sample": lines[:MAX_SAMPLE_LINES]}
@@ -100,14 +120,17 @@ def scan(path, start, digest, since=None):
     offset the next run starts from: after the last complete line, or, when the file ends
     in the middle of a line, at the start of the entry still being written.
 
-    The file is memory-mapped and searched in place, so a multi-gigabyte log costs no
-    more memory than a small one and is never copied.
+    The file is memory-mapped and searched in place (Searcher), so a multi-gigabyte log
+    costs no more memory than a small one and is never copied; of each entry only its two
+    ends are read, and an entry whose end was seen before is not decoded again.
     """
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         if size <= start:
             return start
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        # ACCESS_COPY: mapped privately, so libc's memmem can be given its address; the
+        # file is never written and no page is copied.
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY) as data:
             if hasattr(data, "madvise"):  # read ahead: the file is read once, front to back
                 data.madvise(mmap.MADV_SEQUENTIAL)
             last_newline = data.rfind(b"\n", start, size)
@@ -115,7 +138,11 @@ def scan(path, start, digest, since=None):
                 return start
             limit = last_newline + 1
             last_year = datetime.datetime.fromtimestamp(os.fstat(handle.fileno()).st_mtime).year
-            current = _entries(data, start, limit, digest, since, last_year)
+            searcher = Searcher(data)
+            try:
+                current = _entries(data, searcher, start, limit, digest, since, last_year)
+            finally:
+                searcher.close()
     if current is None:
         return limit
     if limit < size:
@@ -142,46 +169,104 @@ def _markers(data, start, limit, last_year):
     return [b"\n%d-" % year for year in range(first_year, last_year + 1)]
 
 
-def _entries(data, start, limit, digest, since, last_year):
+def _libc_memmem():
+    """The C library's memmem as a ctypes function, or None where there is none (Windows)."""
+    try:
+        import ctypes
+
+        function = ctypes.CDLL(None).memmem
+    except (ImportError, OSError, AttributeError, TypeError):
+        return None
+    function.restype = ctypes.c_void_p
+    function.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t)
+    return function
+
+
+class Searcher:
+    """``find(needle, start, end)`` over a writable-mapped (ACCESS_COPY) log.
+
+    On a large log it calls the C library's memmem, which measured about three times as
+    fast as mmap.find for the entry markers (its search is vectorised; CPython's is
+    not); elsewhere, and for small spans, it is mmap.find. Both give the same answers.
+    ``close()`` must come before the mapping is closed.
+    """
+
+    memmem = None
+    looked_up = False
+
+    def __init__(self, data, minimum=1 << 20):
+        self.data, self.minimum, self._buffer = data, minimum, None
+        if len(data) < minimum:
+            return
+        if not Searcher.looked_up:
+            Searcher.memmem, Searcher.looked_up = _libc_memmem(), True
+        if Searcher.memmem is not None:
+            import ctypes
+
+            self._buffer = (ctypes.c_char * len(data)).from_buffer(data)
+            self._base = ctypes.addressof(self._buffer)
+
+    def find(self, needle, start, end):
+        end = min(end, len(self.data))
+        if self._buffer is None or end - start < self.minimum:
+            return self.data.find(needle, start, end)
+        if start < 0 or end - start < len(needle):
+            return -1
+        found = Searcher.memmem(self._base + start, end - start, needle, len(needle))
+        return found - self._base if found else -1
+
+    def close(self):
+        self._buffer = None  # releases the mapping's exported buffer
+
+
+def _entries(data, searcher, start, limit, digest, since, last_year):
     """Count the entries between ``start`` and ``limit`` (both at line starts); return the
     last one, still open. Entry starts are found with find (fast) and checked with the
     regular expression; lines before the first entry belong to one already reported."""
-    starts = [start] if ENTRY.match(data, start) else []
+    first = ENTRY.match(data, start)
+    starts = [(start, first)] if first else []
     for marker in _markers(data, start, limit, last_year):
         position = start
         while True:
-            position = data.find(marker, position, limit)
+            position = searcher.find(marker, position, limit)
             if position < 0:
                 break
             position += 1
-            if ENTRY.match(data, position):
-                starts.append(position)
-    starts.sort()
+            match = ENTRY.match(data, position)
+            if match:
+                starts.append((position, match))
+    starts.sort(key=lambda item: item[0])
     current = None
-    for index, begin in enumerate(starts):
+    for index, (begin, match) in enumerate(starts):
         if current:
             _finish(digest, current, since)
-        finish = starts[index + 1] if index + 1 < len(starts) else limit
+        finish = starts[index + 1][0] if index + 1 < len(starts) else limit
         header_end = data.find(b"\n", begin, finish)
-        match = ENTRY.match(data, begin)
         when = f"{match.group(1).decode()},{match.group(2).decode()}"
         url = match.group(3).decode("utf-8", "replace").strip()
-        current = [when, url, [], [], begin]
         body = header_end + 1
-        _extend(current, data[body:min(finish, body + EDGE)], data[max(body, finish - EDGE):finish])
+        # Only the ends of an entry are kept, however long it is: the first bytes (the
+        # sample) and the last ones (where the exception and the innermost frame are),
+        # decoded only when needed.
+        current = [when, url, data[body:min(finish, body + EDGE)],
+                   data[max(body, finish - EDGE):finish], begin]
     return current
-
-
-def _extend(entry, first, last):
-    """Keep an entry's first lines (the sample) and its last ones (where the exception and
-    the innermost frame are): only those bytes are decoded, however long the entry."""
-    entry[2].extend(_lines(first)[:MAX_SAMPLE_LINES])
-    entry[3].extend(_lines(last)[-TAIL_LINES:])
 
 
 def _lines(data):
     text = data.decode("utf-8", "replace")
     return [line for line in text.splitlines() if line.strip()]
+
+
+def _last_lines(data):
+    """The last TAIL_LINES lines of ``data`` that are not blank, decoded: only the bytes
+    after the last few newlines are decoded, unless too many of those lines are blank."""
+    cut = TAIL_LINES + 5
+    first, *rest = data.rsplit(b"\n", cut)
+    lines = _lines(data[len(first) + 1:] if len(rest) == cut else data)
+    if len(lines) < TAIL_LINES and len(rest) == cut:
+        lines = _lines(data)
+    return lines[-TAIL_LINES:]
 
 
 def _finish(digest, entry, since):

@@ -1,8 +1,12 @@
 """process_logged_errors: every error in a digest once, through appends and rotations."""
 
 import datetime
+import mmap
 import os
 import sys
+
+import hypothesis
+import hypothesis.strategies as st
 
 from conftest import ROOT, assert_no_traceback, mails, run_command
 from smtpserver import free_port
@@ -145,3 +149,42 @@ def test_the_first_run_skips_older_history(world):
     os.utime(old, (0, 0))
     run(world)
     assert "AncientError" not in digest_bodies(world)[0]
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(
+    text=st.binary(max_size=300).map(lambda b: b.replace(b"\x00", b"\n")),
+    needle=st.sampled_from([b"\n2026-", b"\n20", b"ab", b"\n"]),
+    start=st.integers(0, 320), end=st.integers(0, 340))
+def test_the_memmem_search_finds_exactly_what_mmap_find_finds(tmp_path_factory, text, needle,
+                                                              start, end):
+    path = tmp_path_factory.mktemp("search") / "log"
+    path.write_bytes(text + needle + text[:17] or b"x")
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY) as data:
+        searcher = errors.Searcher(data, minimum=1)  # the C library's memmem even on tiny spans
+        try:
+            assert searcher.find(needle, start, end) == data.find(needle, start, end)
+        finally:
+            searcher.close()
+
+
+def test_a_large_log_is_scanned_with_the_same_result_and_identical_entries_share_one_kind(tmp_path):
+    """Above a megabyte the C library's memmem finds the entries; a flood of one error is
+    one kind, and entries without a traceback are told apart by their URL."""
+    filler = "".join(f"    detail line {n}\n" for n in range(300))
+    blocks = []
+    for n in range(600):
+        header, traceback = entry(NOW, url=f"https://site.cioc.ca/record/{n % 3}").split("\n", 1)
+        blocks.append(f"{header}\n{filler}{traceback}")
+    blocks += [f"{NOW:%Y-%m-%d %H:%M:%S},123 https://site.cioc.ca/page/{name}\n{filler}"
+               for name in ("alpha", "beta", "alpha")]
+    log = tmp_path / "error.log"
+    log.write_text("".join(blocks), encoding="utf-8")
+    assert log.stat().st_size > 3 << 20
+    digest = errors.Digest()
+    assert errors.scan(log, 0, digest) == log.stat().st_size
+    assert digest.entries == 603
+    counts = sorted((signature[:2], group["count"]) for signature, group in digest.groups.items())
+    assert counts == [(("(no traceback)", "https://site.cioc.ca/page/alpha"), 2),
+                      (("(no traceback)", "https://site.cioc.ca/page/beta"), 1),
+                      (("KeyError", "<value>"), 600)]
