@@ -14,11 +14,8 @@ open by the web server) is reported and the rest go on. The toolkit's own logs
 import collections
 import datetime
 import os
-import shutil
 import sys
 import time
-import zipfile
-import zlib
 from pathlib import Path
 
 import cioctasks
@@ -29,6 +26,8 @@ Result = collections.namedtuple("Result", "files before after problems")
 
 
 def crc_and_size(path):
+    import zlib
+
     crc, size = 0, 0
     with open(path, "rb") as handle:
         while True:
@@ -78,6 +77,9 @@ def archive_group(archive, paths, level):
 
     The files are not deleted here.
     """
+    import shutil
+    import zipfile
+
     problems, plan = [], []
     existing = {}
     if archive.exists():
@@ -124,6 +126,8 @@ def archive_group(archive, paths, level):
 
 def verify(archive, plan):
     """Read the planned members back; return the names whose CRC and size match the files."""
+    import zipfile
+
     good = set()
     with zipfile.ZipFile(archive) as reader:
         for _, name, (crc, size) in plan:
@@ -139,6 +143,8 @@ def verify(archive, plan):
 
 def compress(root, older_than_days, level, dry_run, log, now=None):
     """Archive old log files under ``root``; return a Result."""
+    import zipfile
+
     groups = find_old_files(root, older_than_days, now)
     count = before = after = 0
     problems = []

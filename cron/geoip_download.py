@@ -10,16 +10,15 @@ open it with geoip2 and check its type and a lookup; then replace
 Anything wrong leaves the installed database untouched and fails that edition.
 """
 
-import hashlib
 import os
-import shutil
 import sys
-import tarfile
 import time
 from pathlib import Path
 
 import cioctasks
-from cioctasks import files, udl
+from cioctasks import udl
+
+# Loaded once there is work (--help stays fast): hashlib, shutil, tarfile, cioctasks.files.
 
 MAX_DOWNLOAD = 400 << 20
 MAX_DATABASE = 1 << 30
@@ -32,6 +31,8 @@ class EditionError(cioctasks.TaskError):
 
 
 def sha256_of(path):
+    import hashlib
+
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(CHUNK), b""):
@@ -97,6 +98,9 @@ class Downloader:
 def extract_database(archive, edition, target):
     """Copy the one regular .mmdb file of ``archive`` into ``target``; raise EditionError
     for an archive that is not one, or holds unsafe or unexpected members."""
+    import shutil
+    import tarfile
+
     try:
         with tarfile.open(archive, "r:gz") as tar:
             found = None
@@ -143,6 +147,10 @@ def check_database(path, edition):
 
 def install(edition, downloader, folder, state, task_name, dry_run, log):
     """Bring one edition up to date; return what happened, in a few words."""
+    import shutil
+
+    from cioctasks import files
+
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{edition}.mmdb"
     upstream = downloader.get(edition, "tar.gz.sha256").split()

@@ -10,7 +10,6 @@ then that agency fails and the others go on. A 401 fails that agency only.
 The contract is documented in the README ("getinvolved.ca contract").
 """
 
-import hashlib
 import itertools
 import sys
 import time
@@ -61,6 +60,7 @@ def opportunities_of(rows):
 
 
 def content_hash(opportunity):
+    import hashlib
     import json
 
     text = json.dumps(opportunity, sort_keys=True, ensure_ascii=False)

@@ -16,7 +16,6 @@ for the next run. The first run on a site reads only today's and yesterday's fil
 """
 
 import datetime
-import hashlib
 import mmap
 import os
 import re
@@ -283,6 +282,8 @@ def identity(path):
 
 def head_hash(path, length):
     """A hash of a file's first ``length`` bytes: the same file, not one reusing its inode."""
+    import hashlib
+
     with open(path, "rb") as handle:
         return hashlib.sha256(handle.read(length)).hexdigest()[:16]
 

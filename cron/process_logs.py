@@ -15,17 +15,15 @@ awstats_buildstaticpages.pl) say where they are.
 """
 
 import collections
-import html
 import os
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import cioctasks
-from cioctasks import config, files
+
+# Loaded once there is work (--help stays fast): cioctasks.config and .files, shutil,
+# subprocess, tempfile, html.
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "config" / "awstats.conf.template"
@@ -54,6 +52,10 @@ def default_locations(tools_path):
 
 def find_tools(settings, args):
     """Return the Tools of this run; ConfigError with the install hint when one is missing."""
+    import shutil
+
+    from cioctasks import config
+
     ConfigError = cioctasks.ConfigError
     awstats_default, tools_default = default_locations(settings.tools_path)
     perl = config.setting_text(settings, "CIOC_PERL") or shutil.which("perl")
@@ -86,6 +88,8 @@ def prepare(context):
 
 def write_config(tools, site, force, dry_run, log):
     """Write awstats.<site>.conf from the template when missing (or ``force``); return its path."""
+    from cioctasks import files
+
     path = tools.config_dir / f"awstats.{site}.conf"
     if path.exists() and not force:
         return path
@@ -125,6 +129,8 @@ def access_logs(folder, pattern):
 
 def run_perl(tools, arguments, timeout):
     """Run a Perl program of AWStats; return its output; TaskError with its error line."""
+    import subprocess
+
     try:
         result = subprocess.run([tools.perl, *map(str, arguments)], capture_output=True,
                                 text=True, encoding="utf-8", errors="replace",
@@ -199,6 +205,8 @@ def stale_months(months, stats, site):
 
 
 def index_page(site, months):
+    import html
+
     rows = "\n".join(
         f'<li><a href="{month}/awstats.{html.escape(site)}.html">{month}</a></li>'
         for month in sorted(months, reverse=True))
@@ -210,6 +218,8 @@ def index_page(site, months):
 
 def swap_in(built, stats):
     """Put the folder ``built`` in the place of ``stats``; the old one is removed after."""
+    import shutil
+
     old = stats.with_name(f".{STATS}-old-{os.getpid()}")
     if stats.exists():
         os.replace(stats, old)
@@ -224,6 +234,8 @@ def swap_in(built, stats):
 
 def remove_leftovers(site_folder):
     """Delete the temporary folders a crashed run left beside the stats folder."""
+    import shutil
+
     for path in site_folder.glob(f".{STATS}-*"):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
@@ -231,6 +243,11 @@ def remove_leftovers(site_folder):
 
 def publish_pages(context, tools, site):
     """Rebuild the pages of the months whose data changed; return the months rebuilt."""
+    import shutil
+    import tempfile
+
+    from cioctasks import files
+
     site_folder = Path(context.settings.virtualservers_base) / site
     stats = site_folder / STATS
     if stats.is_symlink() or (stats.exists() and not stats.is_dir()):

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import cioctasks
-from cioctasks import db, files
 
 HOST = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
 OWNERS = "hosts"  # watermark key prefix: which secure hosts each database contributed
@@ -95,6 +94,8 @@ def read_map(path):
 
 def task(context):
     import json
+
+    from cioctasks import db, files  # after --help: they load the ODBC layer
 
     settings, args = context.settings, context.args
     output = Path(args.output or Path(settings.tools_path) / "offline_tools"

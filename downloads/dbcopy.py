@@ -13,7 +13,6 @@ copied first and a type map per target (``ACCESS_TYPES`` for the Microsoft Acces
 
 import datetime
 import fnmatch
-import sqlite3
 import sys
 from pathlib import Path
 
@@ -116,6 +115,7 @@ def _register_adapters():
     """Teach sqlite3 the types pyodbc returns, once, so rows go to executemany as they
     come: converting in Python row by row costs a third of the copy."""
     import decimal
+    import sqlite3
     import uuid
 
     sqlite3.register_adapter(
@@ -163,6 +163,8 @@ class SqliteTarget(Target):
     """A new SQLite database file written with the stdlib driver (the fast path)."""
 
     def __init__(self, path):
+        import sqlite3
+
         _register_adapters()
         self.path = Path(path)
         if self.path.exists():
