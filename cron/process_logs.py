@@ -285,7 +285,14 @@ def publish_pages(context, tools, site):
 def task(context, site):
     if not SAFE_NAME.match(site):
         raise cioctasks.TaskError(f"{site!r}: not a name AWStats can be given safely")
-    tools = context.prepared
+    try:
+        return process_site(context, context.prepared, site)
+    except OSError as error:  # a folder that cannot be written, a stats folder held open
+        where = f" ({error.filename})" if error.filename else ""
+        raise cioctasks.TaskError(f"{error.strerror or error}{where}") from None
+
+
+def process_site(context, tools, site):
     write_config(tools, site, context.args.create_configs, context.dry_run, context.log)
     logs_folder = Path(context.settings.log_root) / site
     stopped = None

@@ -162,3 +162,11 @@ def test_logs_are_given_oldest_first_and_archives_are_left_out(tmp_path):
         os.utime(path, (moment, moment))
     names = [path.name for path, _ in process_logs.access_logs(Path(folder), "access.log*")]
     assert names == ["access.log.20261030", "access.log.20261101", "access.log"]
+
+
+def test_a_stats_folder_that_cannot_be_made_is_one_line_for_that_site(world, tmp_path):
+    not_a_folder = tmp_path / "VirtualServers"
+    not_a_folder.write_text("a file where the sites' folders should be", encoding="utf-8")
+    result = run(world, env=dict(world.env, CIOC_VIRTUALSERVERS_BASE=str(not_a_folder)))
+    assert result.returncode == 1
+    assert "Not a directory" in result.stderr and str(not_a_folder) in result.stderr
