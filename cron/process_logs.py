@@ -15,6 +15,7 @@ awstats_buildstaticpages.pl) say where they are.
 """
 
 import collections
+import contextlib
 import os
 import re
 import sys
@@ -33,6 +34,10 @@ INSTALL_HINT = ("install it (Debian/Ubuntu: sudo apt-get install awstats; Window
 #: Names that may reach AWStats: it opens a log with Perl's two-argument open, where a name
 #: ending in "|" would run a command, and it builds its file names from the site name.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+#: awstats_buildstaticpages.pl runs awstats.pl through the shell with -configdir unquoted and
+#: reads its own arguments split on "&": the folders it is given must be plain.
+PLAIN_PATH = re.compile(r"^[A-Za-z0-9_./\\:+-]+$")
+SHELL_SPECIAL = re.compile(r'["$`%&\x00-\x1f]')
 ARCHIVE_SUFFIXES = (".zip", ".gz", ".bz2", ".xz", ".7z")
 DATA_FILE = re.compile(r"^awstats(\d\d)(\d{4})\.(.+)\.txt$")
 NEW_RECORDS = re.compile(r"Found (\d+) new qualified records")
@@ -76,9 +81,16 @@ def find_tools(settings, args):
     state = Path(settings.state_dir) / "awstats"
     config_dir = Path(args.config_dir) if args.config_dir else state / "conf"
     data_dir = Path(args.data_dir) if args.data_dir else state / "data"
-    for folder in (config_dir, data_dir):
-        if re.search(r'["\r\n|]', str(folder)):
-            raise ConfigError(f"unusable AWStats folder {str(folder)!r}: no quotes, | or line breaks")
+    for what, folder in (("configuration", config_dir), ("data", data_dir)):
+        if not PLAIN_PATH.match(str(folder)):
+            raise ConfigError(
+                f"unusable AWStats {what} folder {str(folder)!r}: AWStats hands it to a shell, "
+                "so only letters, digits and _ . / \\ : + - may be in it (see --config-dir, "
+                "--data-dir)")
+    for program in (awstats, buildstatic):
+        if SHELL_SPECIAL.search(str(program)):
+            raise ConfigError(f"unusable AWStats path {str(program)!r}: no \" $ ` % & or "
+                              "control characters")
     return Tools(perl, awstats, buildstatic, config_dir, data_dir, template)
 
 
@@ -108,14 +120,19 @@ def signature(info):
     return [info.st_size, info.st_mtime_ns]
 
 
-def access_logs(folder, pattern):
+def access_logs(folder, pattern, log=None):
     """The regular log files of ``folder`` matching ``pattern``, oldest first, as
-    (path, stat) pairs; archives, symlinks and unsafe names are left out."""
+    (path, stat) pairs; archives, symlinks and unsafe names are left out (the unsafe ones
+    with a warning in ``log``)."""
     found = []
     if not folder.is_dir() or folder.is_symlink():
         return found
     for path in folder.glob(pattern):
-        if path.name.lower().endswith(ARCHIVE_SUFFIXES) or not SAFE_NAME.match(path.name):
+        if path.name.lower().endswith(ARCHIVE_SUFFIXES):
+            continue
+        if not SAFE_NAME.match(path.name):
+            if log:
+                log.warning("%r left out: AWStats is only given plain file names", path.name)
             continue
         try:
             info = path.lstat()
@@ -140,9 +157,11 @@ def run_perl(tools, arguments, timeout):
     except OSError as error:
         raise cioctasks.TaskError(f"cannot run {tools.perl}: {error.strerror}") from None
     output = result.stdout + result.stderr
-    if result.returncode != 0:
-        lines = [line.strip() for line in output.splitlines() if line.strip()]
-        errors = [line for line in lines if line.startswith("Error")]
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("Error")]
+    # awstats_buildstaticpages.pl exits with awstats.pl's raw status (256), which the
+    # system cuts to 0: its "Error" lines are the only sign of a failure.
+    if result.returncode != 0 or errors:
         reason = (errors or lines or [f"exit code {result.returncode}"])[0]
         raise cioctasks.TaskError(f"{Path(arguments[0]).name}: {reason}")
     return output
@@ -154,7 +173,7 @@ def update(context, tools, site, logs_folder):
     seen = context.state.items(context.task, key_prefix)
     present = set()
     count = records = 0
-    for path, info in access_logs(logs_folder, context.args.pattern):
+    for path, info in access_logs(logs_folder, context.args.pattern, context.log):
         key = key_prefix + path.name
         present.add(key)
         if seen.get(key) == signature(info):
@@ -233,9 +252,15 @@ def swap_in(built, stats):
 
 
 def remove_leftovers(site_folder):
-    """Delete the temporary folders a crashed run left beside the stats folder."""
+    """Delete the temporary folders a crashed run left beside the stats folder; when it died
+    between the two renames of swap_in, put the published folder back first."""
     import shutil
 
+    stats = site_folder / STATS
+    old = sorted((p for p in site_folder.glob(f".{STATS}-old-*") if p.is_dir() and not p.is_symlink()),
+                 key=lambda p: p.stat().st_mtime_ns)
+    if old and not stats.exists():
+        os.replace(old[-1], stats)
     for path in site_folder.glob(f".{STATS}-*"):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
@@ -252,6 +277,8 @@ def publish_pages(context, tools, site):
     stats = site_folder / STATS
     if stats.is_symlink() or (stats.exists() and not stats.is_dir()):
         raise cioctasks.TaskError(f"{stats} is not a plain folder: refused")
+    if not context.dry_run and site_folder.is_dir():
+        remove_leftovers(site_folder)
     months = months_with_data(tools.data_dir / site, site)
     stale = stale_months(months, stats, site)
     if not stale:
@@ -259,21 +286,29 @@ def publish_pages(context, tools, site):
     if context.dry_run:
         context.log.info("(dry run) would build the pages of %s", ", ".join(stale))
         return stale
+    if SHELL_SPECIAL.search(str(site_folder)):
+        raise cioctasks.TaskError(f"{site_folder}: AWStats cannot be given a folder with "
+                                  "\" $ ` % & or control characters")
     site_folder.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(site_folder)
     built = Path(tempfile.mkdtemp(prefix=f".{STATS}-new-", dir=site_folder))
     try:
         os.chmod(built, files.plain_mode(stats, default=0o777))  # the web server reads it
-        for month in months:
-            if month not in stale and (stats / month).is_dir():
-                shutil.copytree(stats / month, built / month, symlinks=True)
+        if stats.is_dir():
+            # Everything published stays (other months, a web.config or .htaccess that
+            # guards the pages); the rebuilt months' pages are written over it.
+            shutil.copytree(stats, built, symlinks=True, dirs_exist_ok=True)
         for month in stale:
             year, number = month.split("-")
-            (built / month).mkdir()
+            (built / month).mkdir(exist_ok=True)
+            main_page = built / month / f"awstats.{site}.html"
+            with contextlib.suppress(FileNotFoundError):
+                main_page.unlink()
             run_perl(tools, [tools.buildstatic, f"-config={site}",
                              f"-configdir={tools.config_dir}", f"-awstatsprog={tools.awstats}",
                              f"-dir={built / month}", f"-month={number}", f"-year={year}"],
                      context.args.timeout)
+            if not main_page.is_file() or main_page.stat().st_size == 0:
+                raise cioctasks.TaskError(f"AWStats built no {main_page.name} for {month}")
             context.log.info("built the pages of %s", month)
         files.atomic_write(built / "index.html", index_page(site, months))
         swap_in(built, stats)

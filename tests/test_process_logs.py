@@ -170,3 +170,65 @@ def test_a_stats_folder_that_cannot_be_made_is_one_line_for_that_site(world, tmp
     result = run(world, env=dict(world.env, CIOC_VIRTUALSERVERS_BASE=str(not_a_folder)))
     assert result.returncode == 1
     assert "Not a directory" in result.stderr and str(not_a_folder) in result.stderr
+
+
+def data_file(world):
+    (path,) = (world.directory / "state" / "awstats" / "data" / "ciocdemo").glob("awstats*.txt")
+    return path
+
+
+def make_stale(world):
+    """Make the month's data newer than its pages, as a night with new records does."""
+    path = data_file(world)
+    later = month_page(world).stat().st_mtime + 60
+    os.utime(path, (later, later))
+
+
+def test_a_build_that_fails_while_its_tool_exits_0_publishes_nothing(world, tmp_path):
+    """awstats_buildstaticpages.pl passes awstats.pl's raw status (256) to exit, which the
+    system cuts to 0: the real tool, given an awstats.pl that fails, must not publish."""
+    run(world)
+    before = month_page(world).read_bytes()
+    failing = tmp_path / "awstats.pl"
+    failing.write_text('#!/usr/bin/env perl\n'
+                       'if (grep { $_ eq "-update" } @ARGV) { print "Found 0 new qualified records\\n"; exit 0 }\n'
+                       'print "Error: the history file is damaged\\n"; exit 1;\n', encoding="utf-8")
+    failing.chmod(0o755)  # the build tool runs it directly, as it does the real awstats.pl
+    make_stale(world)
+    result = run(world, env=dict(world.env, CIOC_AWSTATS=str(failing)))
+    assert result.returncode == 1
+    assert "Error: the history file is damaged" in result.stderr
+    assert month_page(world).read_bytes() == before
+
+
+def test_files_an_operator_put_in_the_stats_folder_stay(world):
+    run(world)
+    guard = stats_of(world) / "web.config"
+    guard.write_text("<configuration/>", encoding="utf-8")
+    month_guard = month_page(world).parent / ".htaccess"
+    month_guard.write_text("Require all denied\n", encoding="utf-8")
+    make_stale(world)
+    result = run(world)
+    assert "pages of " in result.stdout, result.stdout
+    assert guard.read_text(encoding="utf-8") == "<configuration/>"
+    assert month_guard.read_text(encoding="utf-8") == "Require all denied\n"
+
+
+def test_a_crash_between_the_two_renames_puts_the_published_pages_back(world):
+    run(world)
+    page = month_page(world).read_bytes()
+    os.replace(stats_of(world), stats_of(world).with_name(".stats-old-4242"))
+    result = run(world)
+    assert result.returncode == 0, result.stderr
+    assert "pages up to date" in result.stdout
+    assert month_page(world).read_bytes() == page
+    assert not [p for p in stats_of(world).parent.iterdir() if p.name.startswith(".stats-")]
+
+
+@pytest.mark.parametrize("folder", ["conf with space", "conf$(touch injected)"])
+def test_a_configuration_folder_the_shell_would_split_or_run_is_refused(world, tmp_path, folder):
+    result = run(world, "--config-dir", str(tmp_path / folder))
+    assert result.returncode == 2
+    assert "AWStats hands it to a shell" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "injected").exists()
