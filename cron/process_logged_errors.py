@@ -127,9 +127,7 @@ def scan(path, start, digest, since=None):
         size = os.fstat(handle.fileno()).st_size
         if size <= start:
             return start
-        # ACCESS_COPY: mapped privately, so libc's memmem can be given its address; the
-        # file is never written and no page is copied.
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY) as data:
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
             if hasattr(data, "madvise"):  # read ahead: the file is read once, front to back
                 data.madvise(mmap.MADV_SEQUENTIAL)
             last_newline = data.rfind(b"\n", start, size)
@@ -168,62 +166,85 @@ def _markers(data, start, limit, last_year):
     return [b"\n%d-" % year for year in range(first_year, last_year + 1)]
 
 
-def _libc_memmem():
-    """The C library's memmem as a ctypes function, or None where there is none (Windows)."""
+def _ctypes_parts():
+    """(memmem, Py_buffer type) where the C library has memmem and Python is CPython, else
+    None. Looked up once, when the first large log is searched (ctypes is not needed for
+    --help)."""
     try:
         import ctypes
 
-        function = ctypes.CDLL(None).memmem
-    except (ImportError, OSError, AttributeError, TypeError):
+        memmem = ctypes.CDLL(None).memmem
+        ctypes.pythonapi.PyObject_GetBuffer, ctypes.pythonapi.PyBuffer_Release
+    except (ImportError, OSError, AttributeError, TypeError):  # Windows, not CPython
         return None
-    function.restype = ctypes.c_void_p
-    function.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t)
-    return function
+    memmem.restype = ctypes.c_void_p
+    memmem.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t)
+
+    class PyBuffer(ctypes.Structure):
+        """CPython's Py_buffer (stable ABI): how a read-only mapping's address is borrowed."""
+
+        _fields_ = [("buf", ctypes.c_void_p), ("obj", ctypes.py_object),
+                    ("len", ctypes.c_ssize_t), ("itemsize", ctypes.c_ssize_t),
+                    ("readonly", ctypes.c_int), ("ndim", ctypes.c_int),
+                    ("format", ctypes.c_char_p), ("shape", ctypes.c_void_p),
+                    ("strides", ctypes.c_void_p), ("suboffsets", ctypes.c_void_p),
+                    ("internal", ctypes.c_void_p)]
+
+    return memmem, PyBuffer
 
 
 class Searcher:
-    """``find(needle, start, end)`` over a writable-mapped (ACCESS_COPY) log.
+    """``find(needle, start, end)`` over a read-only mapping of a log.
 
     On a large log it calls the C library's memmem, which measured about three times as
-    fast as mmap.find for the entry markers (its search is vectorised; CPython's is
-    not); elsewhere, and for small spans, it is mmap.find. Both give the same answers.
-    ``close()`` must come before the mapping is closed.
+    fast as mmap.find for the entry markers (its search is vectorised; CPython's is not).
+    The mapping's address is borrowed with PyObject_GetBuffer, which also keeps the
+    mapping from being closed until ``close()``. Elsewhere (no memmem, as on Windows, or
+    not CPython), and for small spans, it is mmap.find. Both give the same answers.
     """
 
-    memmem = None
+    parts = None
     looked_up = False
 
     def __init__(self, data, minimum=1 << 20):
-        self.data, self.minimum, self._buffer = data, minimum, None
+        self.data, self.minimum, self._view = data, minimum, None
         if len(data) < minimum:
             return
         if not Searcher.looked_up:
-            Searcher.memmem, Searcher.looked_up = _libc_memmem(), True
-        if Searcher.memmem is not None:
-            import ctypes
+            Searcher.parts, Searcher.looked_up = _ctypes_parts(), True
+        if Searcher.parts is None:
+            return
+        import ctypes
 
-            self._buffer = (ctypes.c_char * len(data)).from_buffer(data)
-            self._base = ctypes.addressof(self._buffer)
+        self._memmem, buffer_type = Searcher.parts
+        view = buffer_type()
+        if ctypes.pythonapi.PyObject_GetBuffer(ctypes.py_object(data), ctypes.byref(view), 0):
+            return
+        self._view, self._base = view, view.buf
 
     def find(self, needle, start, end):
         end = min(end, len(self.data))
-        if self._buffer is None or end - start < self.minimum:
+        if self._view is None or end - start < self.minimum:
             return self.data.find(needle, start, end)
         if start < 0 or end - start < len(needle):
             return -1
-        found = Searcher.memmem(self._base + start, end - start, needle, len(needle))
+        found = self._memmem(self._base + start, end - start, needle, len(needle))
         return found - self._base if found else -1
 
     def close(self):
-        self._buffer = None  # releases the mapping's exported buffer
+        """Give the borrowed buffer back: the mapping can be closed after this."""
+        if self._view is not None:
+            import ctypes
+
+            ctypes.pythonapi.PyBuffer_Release(ctypes.byref(self._view))
+            self._view = None
 
 
 def _entries(data, searcher, start, limit, digest, since, last_year):
     """Count the entries between ``start`` and ``limit`` (both at line starts); return the
     last one, still open. Entry starts are found with find (fast) and checked with the
     regular expression; lines before the first entry belong to one already reported."""
-    first = ENTRY.match(data, start)
-    starts = [(start, first)] if first else []
+    starts = [start] if ENTRY.match(data, start) else []
     for marker in _markers(data, start, limit, last_year):
         position = start
         while True:
@@ -231,15 +252,15 @@ def _entries(data, searcher, start, limit, digest, since, last_year):
             if position < 0:
                 break
             position += 1
-            match = ENTRY.match(data, position)
-            if match:
-                starts.append((position, match))
-    starts.sort(key=lambda item: item[0])
+            if ENTRY.match(data, position):
+                starts.append(position)
+    starts.sort()
     current = None
-    for index, (begin, match) in enumerate(starts):
+    for index, begin in enumerate(starts):
         if current:
             _finish(digest, current, since)
-        finish = starts[index + 1][0] if index + 1 < len(starts) else limit
+        finish = starts[index + 1] if index + 1 < len(starts) else limit
+        match = ENTRY.match(data, begin)
         header_end = data.find(b"\n", begin, finish)
         when = f"{match.group(1).decode()},{match.group(2).decode()}"
         url = match.group(3).decode("utf-8", "replace").strip()
