@@ -204,13 +204,20 @@ def test_the_prepare_hook_runs_once_and_every_database_sees_what_it_made(cioc_en
     assert result.stdout.count("2 volunteers") == 3
 
 
-def test_a_configuration_error_in_the_prepare_hook_is_exit_2_before_any_database(cioc_env, tmp_path):
+def test_a_configuration_error_in_the_prepare_hook_is_exit_2_before_any_database(cioc_env, tmp_path,
+                                                                                   httpserver):
     member_sites(tmp_path, ["one", "two"])
-    result = run_command([sys.executable, SAMPLE, "--unit", "4 u"], cioc_env)
+    httpserver.expect_request("/key/sample_task/start", method="POST").respond_with_data("OK")
+    httpserver.expect_request("/key/sample_task/2", method="POST").respond_with_data("OK")
+    env = dict(cioc_env, CIOC_PING_URL=httpserver.url_for("/key"))
+    result = run_command([sys.executable, SAMPLE, "--unit", "4 u"], env)
     assert result.returncode == 2
     assert_no_traceback(result)
     assert result.stderr.strip() == "sample_task: --unit must be a word, not '4 u'"
     assert "one: ok" not in result.stdout
+    # monitoring sees the run end in failure, not a start that never finished
+    assert [request.path for request, _ in httpserver.log] == ["/key/sample_task/start",
+                                                               "/key/sample_task/2"]
 
 
 def test_databases_run_in_parallel_with_jobs(cioc_env, tmp_path):

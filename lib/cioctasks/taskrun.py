@@ -245,16 +245,24 @@ def _run_body(job, args, settings, log, console):
     if pinging:
         ping(settings, name, "start", log=log)
     problems = []
+
+    def configuration_failure(error):
+        """One line, a report, and the end ping with exit 2 (monitoring sees a failure,
+        not a run that started and never ended)."""
+        log.error("%s", error)
+        if not console or args.notify_errors:
+            reports.failure(settings, name, f"{error}\n", log, args.dry_run)
+        if pinging:
+            ping(settings, name, str(USAGE), str(error), log=log)
+        return USAGE
+
     try:
         databases = None
         if per_database:
             try:
                 databases = db.select_databases(settings.udl_base, args.database)
             except ConfigError as error:
-                log.error("%s", error)
-                if not console or args.notify_errors:
-                    reports.failure(settings, name, f"{error}\n", log, args.dry_run)
-                return USAGE
+                return configuration_failure(error)
             if not databases:
                 problems.append(f"no databases under {settings.udl_base}")
         if not (command or args.dry_run) and settings.mail_backend == "smtp":
@@ -263,10 +271,7 @@ def _run_body(job, args, settings, log, console):
             try:
                 context.prepared = job.prepare(context)
             except ConfigError as error:
-                log.error("%s", error)
-                if not console or args.notify_errors:
-                    reports.failure(settings, name, f"{error}\n", log, args.dry_run)
-                return USAGE
+                return configuration_failure(error)
         outcomes = _run_all(job.task, context, databases, getattr(args, "jobs", 1))
         if context._mailer is not None:
             problems.extend(context._mailer.problems)
