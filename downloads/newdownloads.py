@@ -184,4 +184,9 @@ def add_arguments(parser):
 
 
 if __name__ == "__main__":
-    sys.exit(cioctasks.run(task, add_arguments, per_database=True, prepare=prepare))
+    # The stats downloads are their own task in the run history, status and pings, but
+    # share the record downloads' lock: both build in the same work folder.
+    sys.exit(cioctasks.run(
+        task, add_arguments, per_database=True, prepare=prepare, name="newdownloads",
+        name_of=lambda args: "newdownloads_stats" if args.stats else "newdownloads",
+        lock="newdownloads"))

@@ -129,3 +129,23 @@ def test_conditions_fill_in_the_member(pattern, expected):
 
     tables = ["GBL_BaseTable", "VOL_Opportunity", "VOL_OP_CM", "STP_Language"]
     assert newdownloads.condition_for(config, FakeCopier(), tables, pattern, 2026) == expected
+
+
+def test_stats_runs_are_their_own_task_but_wait_for_the_record_downloads(world):
+    import json
+
+    from cioctasks import lock
+
+    stats = run_command([sys.executable, SCRIPT, "-a", "ciocdemo", "-s", "--member", "1"], world.env)
+    assert stats.returncode == 0, stats.stderr
+    status = run_command([sys.executable, "-m", "cioctasks", "status", "--json"], world.env)
+    tasks = {(row["task"], row["database"], row["status"]) for row in json.loads(status.stdout)
+             if row["task"].startswith("newdownloads")}
+    # the stats run is not taken for a record run: that one has still never run
+    assert tasks == {("newdownloads_stats", "ciocdemo", "ok"), ("newdownloads", "", "never run")}
+    held = lock.TaskLock(world.directory / "state" / "locks", "newdownloads").acquire()
+    try:
+        blocked = run_command([sys.executable, SCRIPT, "-s", "-q"], world.env)
+    finally:
+        held.release()
+    assert blocked.returncode == 75

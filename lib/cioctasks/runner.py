@@ -66,7 +66,7 @@ def build_parser(name, description, per_database, add_arguments):
 
 
 def run(task, add_arguments=None, *, per_database=False, name=None, description=None,
-        argv=None, environ=None, command=False, prepare=None):
+        argv=None, environ=None, command=False, prepare=None, name_of=None, lock=None):
     """Run ``task`` as a script and return its exit code.
 
     ``task(context)``, or ``task(context, database_name)`` when ``per_database``, returns a
@@ -75,7 +75,9 @@ def run(task, add_arguments=None, *, per_database=False, name=None, description=
     status) takes no lock, keeps no history, leaves the outbox alone and prints its own
     output instead of the run summary. ``prepare(context)``, when given, runs once before
     the databases (after the lock); what it returns is ``context.prepared``, and a
-    ConfigError from it ends the run with exit 2.
+    ConfigError from it ends the run with exit 2. ``name_of(args)``, when given, names the
+    run from its arguments (history, pings, reports, log); ``lock`` is the name of the lock
+    it takes (default: its name), so two variants of one script can exclude each other.
     """
     import io
 
@@ -99,5 +101,7 @@ def run(task, add_arguments=None, *, per_database=False, name=None, description=
         return exit.code or OK
     from cioctasks import taskrun
 
-    job = taskrun.Job(task, name, per_database, command, prepare)
+    if name_of is not None and args is not None:
+        name = name_of(args)
+    job = taskrun.Job(task, name, per_database, command, prepare, lock or name)
     return taskrun.execute(job, args, usage_error, console, environ)

@@ -7,6 +7,7 @@ An entry runs daily (``at``), weekly (``at`` with ``days``), monthly (``at`` wit
 
 import dataclasses
 import datetime
+import re
 import shlex
 import tomllib
 from pathlib import Path
@@ -34,11 +35,12 @@ class Entry:
     day_of_month: Optional[int] = None
     every_minutes: Optional[int] = None
     time_limit_minutes: int = 60
+    records_as: Optional[str] = None
 
     @property
     def task(self):
-        """The name the runner records the task under (its script's name)."""
-        return Path(self.script).stem
+        """The name the runner records the task under: ``records_as``, else its script's."""
+        return self.records_as or Path(self.script).stem
 
     def describe(self):
         if self.every_minutes:
@@ -113,7 +115,12 @@ def _entry(name, values, path):
     limit = values.get("time_limit_minutes", 60)
     if not isinstance(limit, int) or limit <= 0:
         fail("time_limit_minutes must be a positive whole number")
-    return Entry(name, values["script"], tuple(args), at, days, day_of_month, every, limit)
+    records_as = values.get("records_as")
+    if records_as is not None and not (isinstance(records_as, str)
+                                       and re.fullmatch(r"[\w.-]+", records_as)):
+        fail("records_as must be a task name")
+    return Entry(name, values["script"], tuple(args), at, days, day_of_month, every, limit,
+                 records_as)
 
 
 def load(path):

@@ -164,8 +164,9 @@ def _early_failure(message, code, console, settings=None, name="cioctasks"):
 
 
 #: What the runner knows of a task script: its function, its name, whether it runs once per
-#: database, whether it is a built-in command, and its ``prepare(context)`` hook (or None).
-Job = collections.namedtuple("Job", "task name per_database command prepare")
+#: database, whether it is a built-in command, its ``prepare(context)`` hook (or None) and
+#: the name of the lock it takes.
+Job = collections.namedtuple("Job", "task name per_database command prepare lock")
 
 
 def execute(job, args, usage_error, console, environ=None):
@@ -214,7 +215,7 @@ def _run_locked(job, args, settings, log, console):
     name, command = job.name, job.command
     if not command:
         try:
-            held = locking.TaskLock(Path(settings.state_dir) / "locks", name).acquire()
+            held = locking.TaskLock(Path(settings.state_dir) / "locks", job.lock).acquire()
         except TaskError as error:
             log.warning("%s", error)
             if console and args.quiet:
