@@ -39,10 +39,22 @@ def task_name_of(task):
     return os.path.splitext(os.path.basename(path))[0]
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The script's docstring as written; the width asked of os directly (argparse would
+    import shutil, and with it bz2 and lzma, to learn it)."""
+
+    def __init__(self, prog, **options):
+        if "width" not in options:
+            try:
+                columns = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size().columns
+            except (ValueError, OSError):
+                columns = 80
+            options["width"] = max(columns - 2, 40)
+        super().__init__(prog, **options)
+
+
 def build_parser(name, description, per_database, add_arguments):
-    parser = ArgumentParser(
-        prog=name, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(prog=name, description=description, formatter_class=HelpFormatter)
     if per_database:
         parser.add_argument(
             "-a", "--database", action="append", default=[], metavar="NAME",
