@@ -50,7 +50,7 @@ def blur(message):
 def signature_of(url, tail):
     """(exception type, blurred message, innermost frame) of an entry from its last lines,
     and whether the URL stood in for a missing traceback."""
-    exception = next((l for l in reversed(tail) if l.strip() and not l[:1].isspace()
+    exception = next((l for l in reversed(tail) if l and not l[:1].isspace() and l.strip()
                       and not l.startswith(("Traceback", "During handling", "The above"))), "")
     kind, _, message = exception.partition(":")
     by_url = not exception or " " in kind.strip()
