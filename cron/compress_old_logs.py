@@ -190,7 +190,7 @@ def task(context):
 
 def add_arguments(parser):
     parser.add_argument("--root", help="the log folder (default CIOC_LOG_ROOT)")
-    parser.add_argument("--days", type=int, default=6,
+    parser.add_argument("--days", type=cioctasks.number(0, 3650), default=6,
                         help="archive files last modified more than this many days ago (6)")
     parser.add_argument("--level", type=int, default=6, choices=range(1, 10), metavar="1-9",
                         help="deflate level (default 6)")

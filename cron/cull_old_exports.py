@@ -70,7 +70,7 @@ def task(context, site):
 
 
 def add_arguments(parser):
-    parser.add_argument("--days", type=int, default=7,
+    parser.add_argument("--days", type=cioctasks.number(0, 3650), default=7,
                         help="delete exports older than this many days (default 7)")
 
 

@@ -30,7 +30,7 @@ def task(context, name):
 
 
 def add_arguments(parser):
-    parser.add_argument("--timeout", type=int, default=3600, metavar="SECONDS",
+    parser.add_argument("--timeout", type=cioctasks.number(1, 7 * 86400), default=3600, metavar="SECONDS",
                         help="query timeout per database (default 3600)")
 
 

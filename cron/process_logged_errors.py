@@ -392,9 +392,9 @@ def add_arguments(parser):
     window = parser.add_argument_group("rescan a window (no read position moves)")
     window.add_argument("--since", type=datetime.datetime.fromisoformat,
                         metavar="'YYYY-MM-DD hh:mm:ss'")
-    window.add_argument("--days", type=int)
-    window.add_argument("--hours", type=int)
-    window.add_argument("--minutes", type=int)
+    window.add_argument("--days", type=cioctasks.number(0, 3650))
+    window.add_argument("--hours", type=cioctasks.number(0, 24 * 3650))
+    window.add_argument("--minutes", type=cioctasks.number(0, 24 * 60 * 3650))
 
 
 if __name__ == "__main__":

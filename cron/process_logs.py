@@ -357,7 +357,7 @@ def add_arguments(parser):
                                            "(default <CIOC_STATE_DIR>/awstats/data)")
     parser.add_argument("--pattern", default="access.log*",
                         help="the access logs in <CIOC_LOG_ROOT>/<site>/ (default %(default)s)")
-    parser.add_argument("--timeout", type=int, default=3600,
+    parser.add_argument("--timeout", type=cioctasks.number(1, 7 * 86400), default=3600,
                         help="seconds one AWStats run may take (default %(default)s)")
 
 

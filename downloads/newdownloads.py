@@ -176,8 +176,8 @@ def task(context, site):
 def add_arguments(parser):
     parser.add_argument("-s", "--stats", action="store_true",
                         help="the yearly stats downloads instead of the record downloads")
-    parser.add_argument("--year", type=int, help="the year of the stats (default this year)")
-    parser.add_argument("--member", type=int, action="append", default=[], metavar="ID",
+    parser.add_argument("--year", type=cioctasks.number(1990, 2100), help="the year of the stats (default this year)")
+    parser.add_argument("--member", type=cioctasks.number(1, 2**31 - 1), action="append", default=[], metavar="ID",
                         help="only this member (repeatable)")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
                         help="the downloads configuration (default config/downloads.py)")

@@ -6,7 +6,9 @@ import subprocess
 import sys
 import time
 
-from conftest import SCRIPTS, assert_no_traceback, run_command
+import pytest
+
+from conftest import ROOT, SCRIPTS, assert_no_traceback, run_command
 
 PLAIN = SCRIPTS / "plain_task.py"
 
@@ -152,6 +154,25 @@ def test_without_a_console_a_bad_flag_is_mailed_too(cioc_env):
     assert "unrecognized arguments: --no-such-flag" in body
 
 
+@pytest.mark.parametrize("damage", ["corrupt run state", "state folder is a file"])
+def test_without_a_console_an_unusable_state_folder_is_mailed(cioc_env, tmp_path, damage):
+    from smtpserver import SMTPServer
+
+    state = tmp_path / "state-here"
+    if damage == "corrupt run state":
+        state.mkdir()
+        (state / "state.sqlite").write_bytes(bytes(range(256)) * 20)
+    else:
+        state.write_text("not a folder", encoding="utf-8")
+    with SMTPServer() as server:
+        env = dict(cioc_env, CIOC_MAIL_BACKEND="smtp", CIOC_MAIL_PORT=str(server.port),
+                   CIOC_STATE_DIR=str(state), CIOC_MAIL_OUTBOX=str(tmp_path / "outbox"))
+        result = run_without_streams([sys.executable, PLAIN], env)
+        assert result.returncode == 2
+        server.wait_for(1, timeout=20)
+        assert "plain_task failed" in server.messages[0]["Subject"]
+
+
 def test_an_unknown_command_lists_the_commands(cioc_env):
     result = run_command([sys.executable, "-m", "cioctasks", "frobnicate"], cioc_env)
     assert result.returncode == 2
@@ -269,3 +290,19 @@ def test_the_same_failure_is_not_mailed_again_within_the_repeat_window(cioc_env,
     assert len(list((tmp_path / "mail").glob("*.eml"))) == 2
     log = (tmp_path / "logs" / "cioctasks" / "plain_task.log").read_text(encoding="utf-8")
     assert "not mailed again" in log
+
+
+@pytest.mark.parametrize("script, flags", [
+    ("cron/process_logged_errors.py", ["--days", "999999999"]),
+    ("cron/nightly_db_maintenance.py", ["--timeout", "-1"]),
+    ("cron/geoip_download.py", ["--timeout", "nan"]),
+    ("cron/getinvolvedapi.py", ["--retries", "-1"]),
+    ("downloads/newdownloads.py", ["-s", "--year", "0"]),
+    ("cron/cull_old_exports.py", ["-j", "0"]),
+])
+def test_a_number_out_of_range_is_one_line_and_exit_2(cioc_env, script, flags):
+    result = run_command([sys.executable, ROOT / script, *flags], cioc_env)
+    assert result.returncode == 2
+    assert_no_traceback(result)
+    (line,) = result.stderr.strip().splitlines()
+    assert f"argument {flags[-2]}" in line and "is not between" in line

@@ -170,7 +170,7 @@ def task(context, name):
 
 
 def add_arguments(parser):
-    parser.add_argument("--member", type=int, action="append", default=[], metavar="ID",
+    parser.add_argument("--member", type=cioctasks.number(1, 2**31 - 1), action="append", default=[], metavar="ID",
                         help="only this member (repeatable)")
 
 

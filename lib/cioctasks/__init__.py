@@ -18,6 +18,13 @@ from cioctasks.errors import (  # noqa: F401 (re-exported)
 __version__ = "0.1.0"
 
 
+def number(low, high, kind=int):
+    """An argparse type: a number from ``low`` to ``high``; see ``cioctasks.runner.number``."""
+    from cioctasks import runner
+
+    return runner.number(low, high, kind)
+
+
 def run(task, add_arguments=None, **options):
     """Run a task script; see ``cioctasks.runner.run``."""
     from cioctasks import runner

@@ -23,7 +23,24 @@ class ArgumentParser(argparse.ArgumentParser):
     the scheduler is reported like any other problem instead of vanishing with stderr."""
 
     def error(self, message):
-        raise ConfigError(f"{self.prog}: {message}")
+        raise ConfigError(message)  # the runner names the task when it reports it
+
+
+def number(low, high, kind=int):
+    """An argparse type for a flag's number: ``kind`` from ``low`` to ``high``, so that a
+    negative timeout or a year 0 is the one-line usage error (exit 2), not a crash later."""
+
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not low <= value <= high:  # NaN is not in any range
+            raise argparse.ArgumentTypeError(f"{text} is not between {low} and {high}")
+        return value
+
+    convert.__name__ = kind.__name__
+    return convert
 
 
 def has_console():
@@ -61,7 +78,7 @@ def build_parser(name, description, per_database, add_arguments):
             help="run on this database only (repeatable; default: every database)",
         )
         parser.add_argument(
-            "-j", "--jobs", type=int, default=1, metavar="N",
+            "-j", "--jobs", type=number(1, 64), default=1, metavar="N",
             help="run N databases in parallel (default 1)",
         )
     parser.add_argument("-n", "--dry-run", action="store_true",
@@ -105,8 +122,6 @@ def run(task, add_arguments=None, *, per_database=False, name=None, description=
     args, usage_error = None, None
     try:
         args = parser.parse_args(argv)
-        if per_database and args.jobs < 1:
-            raise ConfigError(f"{name}: --jobs must be at least 1")
     except ConfigError as error:
         usage_error = error
     except SystemExit as exit:  # --help and --version

@@ -217,10 +217,15 @@ def _run_locked(job, args, settings, log, console):
         try:
             held = locking.TaskLock(Path(settings.state_dir) / "locks", job.lock).acquire()
         except TaskError as error:
-            log.warning("%s", error)
-            if console and args.quiet:
-                print(f"{name}: {error}", file=sys.stderr)
-            return error.exit_code if error.exit_code == LOCKED else USAGE
+            if error.exit_code == LOCKED:  # skipped, not a failure: nobody is mailed
+                log.warning("%s", error)
+                if console and args.quiet:
+                    print(f"{name}: {error}", file=sys.stderr)
+                return LOCKED
+            log.error("%s", error)  # the lock folder cannot be used: nothing can run
+            if not console or args.notify_errors:
+                reports.failure(settings, name, f"{error}\n", log, args.dry_run)
+            return USAGE
     try:
         return _run_body(job, args, settings, log, console)
     finally:
@@ -237,6 +242,8 @@ def _run_body(job, args, settings, log, console):
         state = None if command else run_state.State(settings.state_dir)
     except ConfigError as error:
         log.error("%s", error)
+        if not console or args.notify_errors:
+            reports.failure(settings, name, f"{error}\n", log, args.dry_run)
         return USAGE
     context = Context(task=name, args=args, settings=settings, log=log, state=_NoState()
                       if state is None else state)
