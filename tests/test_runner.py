@@ -306,3 +306,25 @@ def test_a_number_out_of_range_is_one_line_and_exit_2(cioc_env, script, flags):
     assert_no_traceback(result)
     (line,) = result.stderr.strip().splitlines()
     assert f"argument {flags[-2]}" in line and "is not between" in line
+
+
+def test_a_log_that_cannot_be_rotated_keeps_every_line_and_prints_no_logging_error(cioc_env, tmp_path):
+    """On Windows a viewer holding the log open makes the rotation's rename fail."""
+    folder = tmp_path / "logs" / "cioctasks"
+    folder.mkdir(parents=True)
+    log = folder / "plain_task.log"
+    log.write_bytes(b"old line\n" * 250_000)  # over the 2 MB that starts a rotation
+    (folder / "plain_task.log.4").write_text("older\n", encoding="utf-8")
+    (folder / "plain_task.log.5").mkdir()  # the rotation cannot remove a folder to make room
+    result = run_command([sys.executable, PLAIN], cioc_env)
+    assert result.returncode == 0, result.stderr
+    assert "Logging error" not in result.stderr and "Traceback" not in result.stderr
+    assert "end: exit 0" in log.read_text(encoding="utf-8")
+    from smtpserver import SMTPServer
+
+    with SMTPServer() as server:  # and without a console the failure still arrives by mail
+        env = dict(cioc_env, CIOC_MAIL_BACKEND="smtp", CIOC_MAIL_PORT=str(server.port))
+        failed = run_without_streams([sys.executable, PLAIN, "--fail"], env)
+        assert failed.returncode == 1
+        server.wait_for(1, timeout=20)
+        assert "plain_task failed" in server.messages[0]["Subject"]

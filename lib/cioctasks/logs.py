@@ -47,6 +47,20 @@ class ContextFilter(logging.Filter):
         return True
 
 
+class RotatingFile(logging.handlers.RotatingFileHandler):
+    """Rotation that never costs a line: when a rename fails (on Windows a viewer holding
+    the log open is enough), the lines go on into the current file and rotation waits for
+    the next run."""
+
+    def doRollover(self):
+        try:
+            super().doRollover()
+        except OSError:
+            self.maxBytes = 0  # no more attempts in this run
+            if self.stream is None:
+                self.stream = self._open()
+
+
 def log_path(log_root, task):
     return Path(log_root) / "cioctasks" / f"{task}.log"
 
@@ -64,11 +78,14 @@ def setup(task, log_root, secrets=(), console_stream=None, verbosity=0, quiet=Fa
         handler.close()
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
+    # A handler that fails must not print a traceback to stderr: without a console stderr
+    # is a LogStream, which would log the failure again, and again.
+    logging.raiseExceptions = False
     context = ContextFilter(task)
     path = log_path(log_root, task)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.handlers.RotatingFileHandler(
+        file_handler = RotatingFile(
             path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8", delay=False
         )
     except OSError as error:
@@ -105,14 +122,21 @@ class LogStream:
         self.logger = logger
         self.level = level
         self._buffer = ""
+        self._writing = False
         self.encoding = "utf-8"
 
     def write(self, text):
+        if self._writing:  # logging itself wrote here: do not log that again
+            return len(text)
         self._buffer += text
-        while "\n" in self._buffer:
-            line, self._buffer = self._buffer.split("\n", 1)
-            if line.strip():
-                self.logger.log(self.level, line.rstrip())
+        self._writing = True
+        try:
+            while "\n" in self._buffer:
+                line, self._buffer = self._buffer.split("\n", 1)
+                if line.strip():
+                    self.logger.log(self.level, line.rstrip())
+        finally:
+            self._writing = False
         return len(text)
 
     def flush(self):
