@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -328,3 +329,15 @@ def test_a_log_that_cannot_be_rotated_keeps_every_line_and_prints_no_logging_err
         assert failed.returncode == 1
         server.wait_for(1, timeout=20)
         assert "plain_task failed" in server.messages[0]["Subject"]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_console_that_cannot_be_written_does_not_change_the_result(cioc_env, tmp_path):
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, PLAIN], env=cioc_env, stdout=full,
+                                stderr=subprocess.PIPE, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "internal error" not in result.stderr
+    runs = json.loads(run_command([sys.executable, "-m", "cioctasks", "status", "--json"],
+                                  cioc_env).stdout)
+    assert [r["status"] for r in runs if r["task"] == "plain_task"] == ["ok"]

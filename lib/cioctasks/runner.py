@@ -43,6 +43,33 @@ def number(low, high, kind=int):
     return convert
 
 
+class Console:
+    """A console stream for the length of a run: when the console goes away (a reader that
+    closed its pipe, a full disk), output is lost but the run's result is not."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.broken = False
+
+    def write(self, text):
+        if not self.broken:
+            try:
+                return self.stream.write(text)
+            except (OSError, ValueError):
+                self.broken = True
+        return len(text)
+
+    def flush(self):
+        if not self.broken:
+            try:
+                self.stream.flush()
+            except (OSError, ValueError):
+                self.broken = True
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 def has_console():
     """True when standard streams exist (not pythonw.exe, not closed by the scheduler)."""
     if sys.stdout is None or sys.stderr is None:
@@ -131,4 +158,18 @@ def run(task, add_arguments=None, *, per_database=False, name=None, description=
     if name_of is not None and args is not None:
         name = name_of(args)
     job = taskrun.Job(task, name, per_database, command, prepare, lock or name)
-    return taskrun.execute(job, args, usage_error, console, environ)
+    if not console:
+        return taskrun.execute(job, args, usage_error, console, environ)
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = Console(sys.stdout), Console(sys.stderr)
+    try:
+        return taskrun.execute(job, args, usage_error, console, environ)
+    finally:
+        wrapped = sys.stdout, sys.stderr
+        for stream in wrapped:
+            stream.flush()
+        # A stream that broke would fail again when Python flushes it on exit (and turn
+        # the exit code into 120): it is replaced by the null device.
+        sys.stdout, sys.stderr = (
+            open(os.devnull, "w", encoding="utf-8") if getattr(stream, "broken", False)
+            else original for stream, original in zip(wrapped, saved))
