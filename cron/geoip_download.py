@@ -192,6 +192,13 @@ def task(context):
         raise cioctasks.ConfigError("CIOC_MAXMIND_ACCOUNT_ID is not set")
     if not settings.maxmind_license_key:
         raise cioctasks.ConfigError("CIOC_MAXMIND_LICENSE_KEY is not set")
+    for variable, value in (("CIOC_MAXMIND_ACCOUNT_ID", settings.maxmind_account_id),
+                            ("CIOC_MAXMIND_LICENSE_KEY", settings.maxmind_license_key)):
+        # HTTP Basic auth carries Latin-1 only; MaxMind's IDs and keys are plain ASCII.
+        if not (value.isascii() and value.isprintable() and ":" not in value
+                and " " not in value):
+            raise cioctasks.ConfigError(f"{variable}: not a MaxMind account ID or licence key "
+                                        "(plain ASCII letters and digits)")
     downloader = Downloader(settings.maxmind_url, settings.maxmind_account_id,
                             settings.maxmind_license_key, args.timeout, args.retries,
                             args.backoff, context.log)

@@ -63,6 +63,8 @@ def test_env_file_is_found_by_name_then_here_then_in_the_tools_path(tmp_path):
         ("CIOC_MAIL_BACKEND", "pigeon"),
         ("CIOC_TASK_NOTIFY_EMAIL", "not-an-address"),
         ("CIOC_TASK_NOTIFY_EMAIL", "a@example.org\r\nBcc: victim@example.org"),
+        ("CIOC_TASK_NOTIFY_EMAIL", "josé@example.org"),  # mail could not be sent to it
+        ("CIOC_TASK_NOTIFY_EMAIL", "ops@example..org"),
         ("CIOC_PING_URL", "ftp://example.org"),
         ("CIOC_MAIL_TIMEOUT", "-1"),
         ("CIOC_ENV_FILE", "/no/such/file.env"),

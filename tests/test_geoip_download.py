@@ -168,3 +168,13 @@ def test_the_key_never_appears_in_output_or_log(cioc_env, tmp_path, maxmind):
     log = (tmp_path / "logs" / "cioctasks" / "geoip_download.log").read_text(encoding="utf-8")
     assert KEY not in result.stdout + result.stderr + log
     assert all(auth.password == KEY for _, _, auth in maxmind.requests)
+
+
+def test_a_key_that_http_cannot_carry_is_one_line_and_exit_2_without_the_key(cioc_env, maxmind):
+    key = "Secret\u20acKey"
+    result = run(cioc_env, maxmind, key=key)
+    assert result.returncode == 2
+    assert_no_traceback(result)
+    assert "CIOC_MAXMIND_LICENSE_KEY: not a MaxMind" in result.stderr
+    assert key not in result.stdout + result.stderr
+    assert maxmind.requests == []
