@@ -94,10 +94,13 @@ def download_name(site, flavour, member_id, stats, year):
 
 
 def password_for(config, site, member, flavour):
-    password = member.get(f"DownloadPassword{flavour}")
-    if password:
-        return password
-    return config["old_sites"].get(site, {}).get(flavour)
+    """The member's download password, else the site's from ``old_sites``; a password of
+    spaces only protects nothing and counts as none."""
+    for password in (member.get(f"DownloadPassword{flavour}"),
+                     config["old_sites"].get(site, {}).get(flavour)):
+        if password and str(password).strip():
+            return password
+    return None
 
 
 def build_download(context, config, source, tables, site, member, flavour, stats, year):

@@ -70,10 +70,12 @@ def test_stats_downloads_hold_this_years_rows_of_the_member(world, tmp_path):
     assert rows[0].startswith(str(year)) and rows[1].startswith(str(year)) and rows[2] == 1
 
 
-def test_a_member_without_a_password_keeps_its_previous_download(world):
+@pytest.mark.parametrize("password", [None, "   "])
+def test_a_member_without_a_password_keeps_its_previous_download(world, password):
     previous = (download_folder(world) / "ciocdemoCIC1.zip").read_bytes()
     with sqlite3.connect(world.database("ciocdemo")) as connection:
-        connection.execute("UPDATE STP_Member SET DownloadPasswordCIC = NULL WHERE MemberID = 1")
+        connection.execute("UPDATE STP_Member SET DownloadPasswordCIC = ? WHERE MemberID = 1",
+                           (password,))
     result = run_command([sys.executable, SCRIPT, "-a", "ciocdemo"], world.env)
     assert result.returncode == 1
     assert_no_traceback(result)

@@ -341,3 +341,11 @@ def test_a_console_that_cannot_be_written_does_not_change_the_result(cioc_env, t
     runs = json.loads(run_command([sys.executable, "-m", "cioctasks", "status", "--json"],
                                   cioc_env).stdout)
     assert [r["status"] for r in runs if r["task"] == "plain_task"] == ["ok"]
+
+
+def test_a_udl_base_that_is_not_a_folder_is_exit_2_naming_it(cioc_env, tmp_path):
+    env = dict(cioc_env, CIOC_UDL_BASE=str(tmp_path / "no-such-folder"))
+    result = run_command([sys.executable, SAMPLE], env)
+    assert result.returncode == 2
+    assert_no_traceback(result)
+    assert "CIOC_UDL_BASE:" in result.stderr and "is not a folder" in result.stderr

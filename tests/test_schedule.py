@@ -129,6 +129,26 @@ def test_a_bad_schedule_is_one_clear_error(tmp_path, text, reason):
         schedule.load(path)
 
 
+def test_a_schedule_that_is_not_text_or_not_a_file_is_one_clear_error(tmp_path):
+    binary = tmp_path / "schedule.toml"
+    binary.write_bytes(b"\xff\xfe[tasks.x]\n")
+    with pytest.raises(ConfigError, match="not a TOML file"):
+        schedule.load(binary)
+    with pytest.raises(ConfigError, match="cannot read the schedule"):
+        schedule.load(tmp_path)
+
+
+def test_records_as_names_the_task_in_the_history(tmp_path):
+    path = tmp_path / "schedule.toml"
+    path.write_text('[tasks.a]\nscript = "d/x.py"\nat = "01:00"\nrecords_as = "x_stats"\n'
+                    '[tasks.b]\nscript = "d/x.py"\nat = "02:00"\n', encoding="utf-8")
+    assert [entry.task for entry in schedule.load(path)] == ["x_stats", "x"]
+    path.write_text('[tasks.a]\nscript = "d/x.py"\nat = "01:00"\nrecords_as = "../x"\n',
+                    encoding="utf-8")
+    with pytest.raises(ConfigError, match="records_as must be a task name"):
+        schedule.load(path)
+
+
 def test_due_times_follow_the_schedule():
     weekly = schedule.Entry("w", "x.py", at=datetime.time(6, 0), days=("Tue", "Fri"))
     assert weekly.previous_due(MONDAY) == datetime.datetime(2026, 11, 20, 6, 0)

@@ -80,3 +80,12 @@ def test_a_dry_run_writes_nothing(world):
     result = run_command([sys.executable, SCRIPT, "-n"], world.env)
     assert result.returncode == 0 and "would write" in result.stdout
     assert not output(world).exists()
+
+
+def test_an_output_path_that_is_a_folder_fails_in_one_line(world, tmp_path):
+    result = run_command([sys.executable, SCRIPT, "--output", tmp_path], world.env)
+    assert result.returncode == 1
+    assert_no_traceback(result)
+    assert f"Is a directory: {tmp_path}" in result.stderr
+    assert "internal error" not in result.stderr
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

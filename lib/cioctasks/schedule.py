@@ -131,8 +131,10 @@ def load(path):
             data = tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(f"no schedule file {path}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: {error}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: not a TOML file: {error}"[:300]) from None
+    except OSError as error:
+        raise ConfigError(f"cannot read the schedule {path}: {error.strerror}") from None
     tasks = data.get("tasks")
     if not isinstance(tasks, dict) or not tasks:
         raise ConfigError(f"{path}: no [tasks.NAME] tables")

@@ -114,6 +114,15 @@ def _run_one(task, context, name):
         # that database failed and the others go on.
         code = error.exit_code if name is None else FAILED
         status, summary = "failed", str(error)
+    except OSError as error:
+        # The system refused (a path that is a folder, a full disk, no permission): that
+        # run failed, said in one line; the traceback goes to the log for whoever digs.
+        target = error.filename2 or error.filename  # a rename names its target second
+        where = f": {target}" if target else ""
+        summary = f"{error.strerror or error.__class__.__name__}{where}"
+        context.log.error("%s", summary)
+        context.log.debug("details", exc_info=True)
+        status, code = "failed", FAILED
     except Exception as error:
         context.log.error("internal error: %s: %s", error.__class__.__name__, error, exc_info=True)
         status, code = "error", INTERNAL
@@ -267,6 +276,10 @@ def _run_body(job, args, settings, log, console):
     try:
         databases = None
         if per_database:
+            if not command and not Path(settings.udl_base).is_dir():
+                return configuration_failure(ConfigError(
+                    f"CIOC_UDL_BASE: {settings.udl_base} is not a folder (it holds "
+                    "<Database>/cron_job_runner.udl)"))
             try:
                 databases = db.select_databases(settings.udl_base, args.database)
             except ConfigError as error:
