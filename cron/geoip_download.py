@@ -216,9 +216,12 @@ def task(context):
 def add_arguments(parser):
     parser.add_argument("--edition", action="append", default=[],
                         help="a GeoLite2 edition (repeatable; default City and Country)")
-    parser.add_argument("--timeout", type=cioctasks.number(0.1, 3600, float), default=60, help="seconds per request (60)")
-    parser.add_argument("--retries", type=cioctasks.number(0, 20), default=3, help="retries per request (3)")
-    parser.add_argument("--backoff", type=cioctasks.number(0, 600, float), default=5, help="first retry delay (5 s)")
+    parser.add_argument("--timeout", type=cioctasks.number(0.1, 3600, float), default=60,
+                        help="seconds per request (60)")
+    parser.add_argument("--retries", type=cioctasks.number(0, 20), default=3,
+                        help="retries per request (3)")
+    parser.add_argument("--backoff", type=cioctasks.number(0, 600, float), default=5,
+                        help="first retry delay (5 s)")
 
 
 if __name__ == "__main__":
