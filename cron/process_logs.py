@@ -103,9 +103,13 @@ def write_config(tools, site, force, dry_run, log):
     from cioctasks import files
 
     path = tools.config_dir / f"awstats.{site}.conf"
-    if path.exists() and not force:
-        return path
     data_dir = tools.data_dir / site
+    if path.exists() and not force:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if f'DirData="{data_dir}"' not in text:
+            log.warning("%s keeps its history elsewhere than %s (a local edit, or another "
+                        "--data-dir): -c rewrites it", path, data_dir)
+        return path
     text = tools.template.replace("{site}", site).replace("{data_dir}", str(data_dir))
     if dry_run:
         log.info("(dry run) would write %s", path)

@@ -232,3 +232,10 @@ def test_a_configuration_folder_the_shell_would_split_or_run_is_refused(world, t
     assert "AWStats hands it to a shell" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "injected").exists()
+
+
+def test_another_data_folder_without_create_configs_is_a_warning(world, tmp_path):
+    run(world)
+    result = run(world, "--data-dir", str(tmp_path / "elsewhere"))
+    assert result.returncode == 0
+    assert "keeps its history elsewhere" in result.stderr and "-c rewrites it" in result.stderr
