@@ -214,14 +214,11 @@ def task(context):
 
 
 def add_arguments(parser):
+    from cioctasks import runner
+
     parser.add_argument("--edition", action="append", default=[],
                         help="a GeoLite2 edition (repeatable; default City and Country)")
-    parser.add_argument("--timeout", type=cioctasks.number(0.1, 3600, float), default=60,
-                        help="seconds per request (60)")
-    parser.add_argument("--retries", type=cioctasks.number(0, 20), default=3,
-                        help="retries per request (3)")
-    parser.add_argument("--backoff", type=cioctasks.number(0, 600, float), default=5,
-                        help="first retry delay (5 s)")
+    runner.add_retry_arguments(parser, timeout=60, backoff=5)
 
 
 if __name__ == "__main__":

@@ -181,13 +181,10 @@ def task(context, name):
 
 
 def add_arguments(parser):
+    from cioctasks import runner
+
     parser.add_argument("--full", action="store_true", help="send every opportunity again")
-    parser.add_argument("--timeout", type=cioctasks.number(0.1, 3600, float), default=30,
-                        help="seconds per request (30)")
-    parser.add_argument("--retries", type=cioctasks.number(0, 20), default=3,
-                        help="retries per request (3)")
-    parser.add_argument("--backoff", type=cioctasks.number(0, 600, float), default=2.0,
-                        help="first retry delay in seconds, doubled each time (2)")
+    runner.add_retry_arguments(parser, timeout=30, backoff=2)
 
 
 if __name__ == "__main__":

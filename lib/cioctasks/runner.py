@@ -70,6 +70,16 @@ class Console:
         return getattr(self.stream, name)
 
 
+def add_retry_arguments(parser, timeout, backoff):
+    """--timeout, --retries and --backoff for a task that talks to a web service."""
+    parser.add_argument("--timeout", type=number(0.1, 3600, float), default=timeout,
+                        help=f"seconds per request ({timeout:g})")
+    parser.add_argument("--retries", type=number(0, 20), default=3,
+                        help="retries per request (3)")
+    parser.add_argument("--backoff", type=number(0, 600, float), default=backoff,
+                        help=f"first retry delay in seconds, doubled each time ({backoff:g})")
+
+
 def has_console():
     """True when standard streams exist (not pythonw.exe, not closed by the scheduler)."""
     if sys.stdout is None or sys.stderr is None:
