@@ -89,3 +89,5 @@ def test_an_output_path_that_is_a_folder_fails_in_one_line(world, tmp_path):
     assert f"Is a directory: {tmp_path}" in result.stderr
     assert "internal error" not in result.stderr
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    log = world.directory / "logs" / "cioctasks" / "update_offline_tools_map.log"
+    assert "Traceback" in log.read_text(encoding="utf-8")  # for whoever digs further

@@ -120,8 +120,7 @@ def _run_one(task, context, name):
         target = error.filename2 or error.filename  # a rename names its target second
         where = f": {target}" if target else ""
         summary = f"{error.strerror or error.__class__.__name__}{where}"
-        context.log.error("%s", summary)
-        context.log.debug("details", exc_info=True)
+        context.log.error("%s", summary, exc_info=True)  # the console shows one line only
         status, code = "failed", FAILED
     except Exception as error:
         context.log.error("internal error: %s: %s", error.__class__.__name__, error, exc_info=True)
