@@ -25,19 +25,6 @@ CHUNK = 1 << 20
 Result = collections.namedtuple("Result", "files before after problems")
 
 
-def crc_and_size(path):
-    import zlib
-
-    crc, size = 0, 0
-    with open(path, "rb") as handle:
-        while True:
-            chunk = handle.read(CHUNK)
-            if not chunk:
-                return crc, size
-            crc = zlib.crc32(chunk, crc)
-            size += len(chunk)
-
-
 def find_old_files(root, older_than_days, now=None):
     """Return {(folder, "YYYY-MM"): [paths]} of the files to archive, skipping archives,
     symlinks and <root>/cioctasks."""
@@ -80,6 +67,8 @@ def archive_group(archive, paths, level):
     import shutil
     import zipfile
 
+    from cioctasks import files
+
     problems, plan = [], []
     existing = {}
     if archive.exists():
@@ -89,7 +78,7 @@ def archive_group(archive, paths, level):
     already = []
     for path in paths:
         try:
-            signature = crc_and_size(path)
+            signature = files.crc_and_size(path)
         except OSError as error:
             problems.append(f"{path}: cannot read it: {error.strerror}")
             continue

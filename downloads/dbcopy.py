@@ -134,7 +134,10 @@ class Target:
     connection = None
 
     def _commit(self):
-        """Commit DDL where the connection is not in autocommit mode."""
+        """Commit DDL where the connection is not in autocommit mode. The SQLite target's
+        connection is (``isolation_level=None``), so here there is nothing to commit;
+        OdbcTarget commits."""
+        return None
 
     def create(self, table, columns):
         body = ", ".join(f"{quote(c.name)} {c.declared_type(self.type_map)}" for c in columns)

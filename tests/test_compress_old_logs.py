@@ -93,14 +93,16 @@ def test_a_crash_while_writing_leaves_the_archive_and_the_files(tmp_path, monkey
 def test_an_unreadable_file_is_reported_and_the_others_go_on(tmp_path, monkeypatch):
     locked = aged(tmp_path / "locked.log", 10, "x\n")
     fine = aged(tmp_path / "fine.log", 10, "y\n")
-    real = compress_old_logs.crc_and_size
+    from cioctasks import files
+
+    real = files.crc_and_size
 
     def refuse(path):
         if path.name == "locked.log":
             raise PermissionError(13, "The process cannot access the file")
         return real(path)
 
-    monkeypatch.setattr(compress_old_logs, "crc_and_size", refuse)
+    monkeypatch.setattr(files, "crc_and_size", refuse)
     result = compress_old_logs.compress(tmp_path, 6, 6, False, LOG, now=NOW)
     assert result.files == 1 and locked.exists() and not fine.exists()
     assert "locked.log" in result.problems[0]

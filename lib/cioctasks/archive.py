@@ -30,17 +30,6 @@ def format_of(path):
     return suffix
 
 
-def _crc_and_size(path):
-    crc, size = 0, 0
-    with open(path, "rb") as handle:
-        while True:
-            chunk = handle.read(CHUNK)
-            if not chunk:
-                return crc, size
-            crc = zlib.crc32(chunk, crc)
-            size += len(chunk)
-
-
 def _check_password(password):
     if not isinstance(password, str) or not password:
         raise ArchiveError("an archive password is required")
@@ -120,7 +109,7 @@ def pack(target, sources, password, level=6, archive_format=None):
     if len({name for name, _ in members}) != len(members):
         raise ArchiveError(f"{target.name}: two sources share a file name")
     try:
-        expected = {name: _crc_and_size(source) for name, source in members}
+        expected = {name: files.crc_and_size(source) for name, source in members}
     except OSError as error:
         raise ArchiveError(f"cannot read {error.filename}: {error.strerror}") from None
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -96,6 +96,20 @@ def publish(source, target):
     _fsync_folder(target.parent)
 
 
+def crc_and_size(path, chunk=1 << 20):
+    """(CRC-32, size) of a file read in chunks: what a zip member of it must match."""
+    import zlib
+
+    crc, size = 0, 0
+    with open(path, "rb") as handle:
+        while True:
+            data = handle.read(chunk)
+            if not data:
+                return crc, size
+            crc = zlib.crc32(data, crc)
+            size += len(data)
+
+
 def is_inside(path, root):
     """True if ``path``, with every symlink resolved, lies inside ``root`` (also resolved)."""
     try:
