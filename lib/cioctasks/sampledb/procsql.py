@@ -23,31 +23,29 @@ def _org_name_full(alias):
     return f"{alias}.ORG_LEVEL_1 || {levels}"
 
 
+def _move_stats(table, columns, key):
+    """What the nightly procedure does with one kind of usage stats: move the accumulated
+    rows into ``table``, then rebuild its monthly cache of hits per ``key``."""
+    return (
+        f"""INSERT INTO {table} (MemberID, AccessDate, IPAddress, {columns}, LangID, User_ID,
+                                 ViewType, RobotID)
+            SELECT MemberID, AccessDate, IPAddress, {columns}, LangID, User_ID, ViewType, RobotID
+            FROM {table}_Accumulator ORDER BY AccessDate""",
+        f"DELETE FROM {table}_Accumulator",
+        f"DELETE FROM {table}_Cache",
+        f"""INSERT INTO {table}_Cache (MemberID, StatYear, StatMonth, {key}, Hits)
+            SELECT MemberID, CAST(strftime('%Y', AccessDate) AS INTEGER),
+                   CAST(strftime('%m', AccessDate) AS INTEGER), {key}, COUNT(*)
+            FROM {table} WHERE RobotID IS NULL
+            GROUP BY MemberID, strftime('%Y', AccessDate), strftime('%m', AccessDate), {key}""",
+    )
+
+
 # sp_STP_Nightly_Tasks: stats accumulators into the stats tables, their caches rebuilt,
 # then the sharing profiles whose revocation date has come end.
 NIGHTLY_TASKS = (
-    """INSERT INTO CIC_Stats_RSN (MemberID, AccessDate, IPAddress, RSN, NUM, LangID, User_ID,
-                                  ViewType, RobotID)
-       SELECT MemberID, AccessDate, IPAddress, RSN, NUM, LangID, User_ID, ViewType, RobotID
-       FROM CIC_Stats_RSN_Accumulator ORDER BY AccessDate""",
-    "DELETE FROM CIC_Stats_RSN_Accumulator",
-    "DELETE FROM CIC_Stats_RSN_Cache",
-    """INSERT INTO CIC_Stats_RSN_Cache (MemberID, StatYear, StatMonth, NUM, Hits)
-       SELECT MemberID, CAST(strftime('%Y', AccessDate) AS INTEGER),
-              CAST(strftime('%m', AccessDate) AS INTEGER), NUM, COUNT(*)
-       FROM CIC_Stats_RSN WHERE RobotID IS NULL
-       GROUP BY MemberID, strftime('%Y', AccessDate), strftime('%m', AccessDate), NUM""",
-    """INSERT INTO VOL_Stats_OPID (MemberID, AccessDate, IPAddress, VNUM, LangID, User_ID,
-                                   ViewType, RobotID)
-       SELECT MemberID, AccessDate, IPAddress, VNUM, LangID, User_ID, ViewType, RobotID
-       FROM VOL_Stats_OPID_Accumulator ORDER BY AccessDate""",
-    "DELETE FROM VOL_Stats_OPID_Accumulator",
-    "DELETE FROM VOL_Stats_OPID_Cache",
-    """INSERT INTO VOL_Stats_OPID_Cache (MemberID, StatYear, StatMonth, VNUM, Hits)
-       SELECT MemberID, CAST(strftime('%Y', AccessDate) AS INTEGER),
-              CAST(strftime('%m', AccessDate) AS INTEGER), VNUM, COUNT(*)
-       FROM VOL_Stats_OPID WHERE RobotID IS NULL
-       GROUP BY MemberID, strftime('%Y', AccessDate), strftime('%m', AccessDate), VNUM""",
+    *_move_stats("CIC_Stats_RSN", "RSN, NUM", "NUM"),
+    *_move_stats("VOL_Stats_OPID", "VNUM", "VNUM"),
     f"""DELETE FROM GBL_BT_SharingProfile WHERE ProfileID IN (
            SELECT ProfileID FROM GBL_SharingProfile
            WHERE RevokedDate IS NOT NULL AND RevokedDate <= {NOW})""",
