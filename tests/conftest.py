@@ -96,3 +96,18 @@ def mails(world):
                      key=lambda p: (p.stat().st_mtime_ns, p.name))
     return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
             for p in written]
+
+
+def mails_of_a_run(world, script, *args):
+    """Run a mailing script on the sample world; check it succeeded cleanly and mailed each
+    recipient once; return the messages."""
+    import sys
+
+    result = run_command([sys.executable, script, *args], world.env)
+    assert result.returncode == 0, result.stderr
+    assert_no_traceback(result)
+    messages = mails(world)
+    assert messages
+    recipients = [m["To"] for m in messages]
+    assert len(recipients) == len(set(recipients))
+    return messages
