@@ -139,11 +139,11 @@ def _email(values, name):
     local, at, domain = value.rpartition("@")
     if not at or not local or "." not in domain or any(c.isspace() for c in value) or "," in value:
         raise ConfigError(f"{name}: not an email address: {value!r}")
-    from cioctasks import mail  # the rules the mail is built with, so it can always be sent
+    from cioctasks import addresses  # the rules mail is built with, so it can always be sent
 
     try:
-        mail.address(value, name)
-    except mail.HeaderError:
+        addresses.split(value, name)
+    except addresses.HeaderError:
         raise ConfigError(f"{name}: not an email address mail can be sent to: {value!r}") from None
     return value
 

@@ -29,7 +29,8 @@ import logging
 import re
 import smtplib
 
-from cioctasks import files, outbox, smtp, udl
+from cioctasks import addresses, files, outbox, smtp, udl
+from cioctasks.addresses import HeaderError, clean as _clean
 from cioctasks.errors import TaskError
 
 #: Messages delivered by the ``memory`` backend, for tests.
@@ -46,15 +47,8 @@ class Refused(MailError):
     """The server refused this one message for good (a mailbox that does not exist, say)."""
 
 
-class HeaderError(ValueError):
-    """A header value, name or address that would break the message or inject a header."""
-
-
 # -- messages ---------------------------------------------------------------------------
 
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_LOCAL_PART = re.compile(rf"{_ATOM}(?:\.{_ATOM})*\Z")
-_DOMAIN_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
 _HEADER_NAME = re.compile(r"[!-9;-~]+\Z")  # printable ASCII without ':' (RFC 5322 ftext)
 _MESSAGE_ID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>\Z")
 
@@ -65,30 +59,13 @@ _OWN_HEADERS = frozenset(
 )
 
 
-def _clean(value, what):
-    """Return ``value`` as text; raise HeaderError if it holds CR, LF or NUL."""
-    value = "" if value is None else str(value)
-    if any(c in value for c in "\r\n\0"):
-        raise HeaderError(f"{what} holds a line break or NUL: {value[:80]!r}")
-    return value
-
-
 def address(text, what="address", name=None):
     """Given an address (and an optional display name), return an email Address.
 
     A non-ASCII domain is written in its IDNA (``xn--``) form; a non-ASCII or quoted local
     part is not supported. Raise HeaderError for anything that is not one plain address.
     """
-    text = _clean(text, what).strip()
-    local, at, domain = text.rpartition("@")
-    try:
-        ascii_domain = domain.encode("idna").decode("ascii") if domain else ""
-    except UnicodeError:
-        ascii_domain = ""
-    labels = ascii_domain.split(".")
-    if (not at or not _LOCAL_PART.match(local) or len(local) > 64 or len(ascii_domain) > 253
-            or not all(_DOMAIN_LABEL.match(label) for label in labels)):
-        raise HeaderError(f"{what} is not an address: {text[:80]!r}")
+    local, ascii_domain = addresses.split(text, what)
     display_name = _clean(name, f"{what} name").strip() if name else ""
     return email.headerregistry.Address(display_name=display_name, username=local,
                                         domain=ascii_domain)
