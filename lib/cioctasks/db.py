@@ -77,6 +77,10 @@ def _prepare_sample_string(connection_string):
     # The SQLite3 driver waits this long (ms) for a lock held by another process.
     if not re.search(r"(?i)\btimeout\s*=", connection_string):
         connection_string += ";Timeout=30000"
+    # Without NoCreat the driver creates an empty database for a path that does not exist,
+    # and a mistyped UDL would "connect" to it.
+    if not re.search(r"(?i)\bnocreat\s*=", connection_string):
+        connection_string += ";NoCreat=1"
     return connection_string
 
 
@@ -255,13 +259,28 @@ class Database:
     def call(self, name, *args):
         """Run a CIOC stored procedure; return its result sets, each a list of dicts.
 
-        Raise DatabaseError if it fails (the transaction is rolled back).
+        A procedure marked ``autocommit`` runs with autocommit on, so the transactions it
+        commits itself stay committed whatever happens after them. Raise DatabaseError if
+        it fails (what it had not committed is rolled back).
         """
         from cioctasks import procs
 
         proc = procs.get(name)
         if len(args) != len(proc.params):
             raise TypeError(f"{name} takes {len(proc.params)} arguments, got {len(args)}")
+        if proc.autocommit:
+            self.commit()
+            self.connection.autocommit = True
+        try:
+            results = self._call(proc, args)
+        finally:
+            if proc.autocommit:
+                self.connection.autocommit = False
+        if not proc.autocommit:
+            self.commit()
+        return procs.normalize(proc, results)
+
+    def _call(self, proc, args):
         cursor = self._cursor()
         results = []
         if self.backend == "sample":
@@ -272,18 +291,43 @@ class Database:
                 rows = self._rows(cursor)
                 if rows is not None:
                     results.append(rows)
-        else:
-            marks = ", ".join("?" for _ in args)
-            sql = f"{{CALL {proc.name}({marks})}}" if args else f"{{CALL {proc.name}}}"
-            self._run(cursor, sql, args)
-            while True:
-                rows = self._rows(cursor)
-                if rows is not None:
-                    results.append(rows)
-                if not cursor.nextset():
-                    break
-        self.commit()
-        return procs.normalize(proc, self.backend, results)
+            return results
+        marks = ", ".join("?" for _ in args)
+        sql = f"{{CALL {proc.name}({marks})}}" if args else f"{{CALL {proc.name}}}"
+        self._run(cursor, sql, args)
+        while True:
+            rows = self._rows(cursor)
+            if rows is not None:
+                results.append(rows)
+            if not cursor.nextset():
+                break
+        return results
+
+    def procedure_state(self, name):
+        """Whether this database has CIOC procedure ``name`` and the login may run it:
+        ``ok``, ``missing`` (not in this CIOC version) or ``denied`` (no EXECUTE).
+
+        On SQL Server: OBJECT_ID and HAS_PERMS_BY_NAME. On the sample: the procedure
+        exists where the tables and columns it reads do."""
+        from cioctasks import procs
+
+        if self.backend != "sample":
+            row = self.query_rows("SELECT OBJECT_ID(?, 'P'), HAS_PERMS_BY_NAME(?, 'OBJECT', 'EXECUTE')",
+                                  f"dbo.{name}", f"dbo.{name}")[0]
+            if row[0] is None:
+                return "missing"
+            return "ok" if row[1] == 1 else "denied"
+        for need in procs.get(name).requires:
+            table, _, column = need.partition(".")
+            if not self.has_column(table, column or None):
+                return "missing"
+        return "ok"
+
+    def has_column(self, table, column=None):
+        """Whether the sample database has ``table`` (and ``column`` in it)."""
+        rows = self.query_rows("SELECT name FROM pragma_table_info(?)", table)
+        names = {row[0].lower() for row in rows}
+        return bool(names) and (column is None or column.lower() in names)
 
 
 def today():

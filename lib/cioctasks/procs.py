@@ -1,23 +1,30 @@
 """The one table of CIOC stored procedures the toolkit calls, for both backends.
 
 For ``mssql`` a procedure is called by name through ODBC. For ``sample`` each entry keeps
-the SQL statements that give the same result columns over the sample schema
-(``cioctasks.sampledb``); ``:Name`` placeholders take the arguments by parameter name, and
-each statement that returns rows adds one result set.
+the SQL statements that give the same result sets over the sample database
+(``cioctasks.sampledb.procsql``); ``:Name`` placeholders take the arguments by parameter
+name, and each statement that returns rows adds one result set.
 
-CIOC returns its per-culture columns (``OP_NAME``, ``ORG_NAME``, ``ViewInfo``) as XML; the
-sample returns JSON. ``normalize`` turns both into one shape, a list of dicts, one per
-culture, so that scripts see the same rows from either backend.
+CIOC returns some columns as XML built with ``FOR XML PATH(...), ROOT(...), TYPE``
+(``OP_NAME``, ``ORG_NAME`` and ``ViewInfo``: one ``<DESC .../>`` per culture; GetInvolved's
+name lists: ``<NAMES><NAME Name="..."/></NAMES>``). The sample builds the same XML text, and
+``normalize`` decodes it for both backends with ``decode_xml``, so scripts see one shape: a
+list of dicts, one per element.
+
+``requires`` names what a procedure needs in the database (``Table`` or
+``Table.Column``): on the sample, a procedure exists where its tables and columns do, as on
+a real server a procedure exists in the CIOC versions that have it.
 """
 
 import collections
 
-
-#: ``culture_columns``: columns holding one entry per culture (XML on SQL Server, JSON in
-#: the sample). A namedtuple, not a dataclass: importing dataclasses costs more than the
-#: rest of a script's start-up.
-Proc = collections.namedtuple("Proc", "name params sample culture_columns", defaults=((),))
-
+#: ``xml_columns``: columns holding FOR XML text. ``autocommit``: run with autocommit, so
+#: the procedure's own transactions commit (an outer one would swallow them).
+#: A namedtuple, not a dataclass: importing dataclasses costs more than the rest of a
+#: script's start-up.
+Proc = collections.namedtuple(
+    "Proc", "name params sample xml_columns requires autocommit",
+    defaults=((), (), False))
 
 SCHEDULE_FLAGS = tuple(
     f"SCH_{day}_{time}"
@@ -25,26 +32,46 @@ SCHEDULE_FLAGS = tuple(
     for time in ("Morning", "Afternoon", "Evening")
 )
 
+#: Which procedures each task calls (``check`` reports per task what can run).
+TASK_PROCEDURES = {
+    "nightly_db_maintenance": ("sp_STP_Nightly_Tasks",),
+    "cic_changes_for_vol": ("sp_VOL_NUMChanged_l",),
+    "volnotify": ("sp_VOL_Profile_Notify_Enabled", "sp_VOL_Profile_Notify",
+                  "sp_VOL_Profile_Notify_Done"),
+    "update_offline_tools_map": ("sp_STP_OfflineTools_Domains",),
+    "getinvolvedapi": ("sp_VOL_GetInvolved_Enabled", "sp_VOL_GetInvolved_Sync"),
+}
+
 _PROCS = {}
 
 
 def _table():
     """The procedures, built on first use: the sample SQL is only read when needed."""
     if not _PROCS:
-        from cioctasks.sampledb import procsql
+        from cioctasks.sampledb import legacy, procsql
 
         for proc in (
-            Proc("sp_STP_Nightly_Tasks", (), procsql.NIGHTLY_TASKS),
-            Proc("sp_VOL_NUMChanged_l", ("MODIFIED_DATE",), procsql.NUM_CHANGED),
-            Proc("sp_VOL_Profile_Notify_Enabled", (), procsql.PROFILE_NOTIFY_ENABLED),
+            Proc("sp_STP_Nightly_Tasks", (), procsql.NIGHTLY_TASKS, autocommit=True,
+                 requires=("CIC_Stats_RSN_Accumulator", "VOL_Stats_OPID_Accumulator",
+                           "GBL_SharingProfile")),
+            Proc("sp_VOL_NUMChanged_l", ("MODIFIED_DATE",), procsql.NUM_CHANGED,
+                 requires=("GBL_BaseTable_History", "VOL_Opportunity", "GBL_Agency.UpdateEmailVOL")),
+            Proc("sp_VOL_Profile_Notify_Enabled", (), procsql.PROFILE_NOTIFY_ENABLED,
+                 requires=("STP_Member.UseVolunteerProfiles",)),
             Proc("sp_VOL_Profile_Notify", ("MemberID",), procsql.PROFILE_NOTIFY,
-                 culture_columns=("OP_NAME", "ORG_NAME", "ViewInfo")),
-            Proc("sp_VOL_Profile_Notify_Done", ("MemberID",), procsql.PROFILE_NOTIFY_DONE),
-            Proc("sp_STP_OfflineTools_Domains", (), procsql.OFFLINE_TOOLS_DOMAINS),
-            Proc("sp_VOL_GetInvolved_Enabled", (), procsql.GETINVOLVED_ENABLED),
+                 xml_columns=("OP_NAME", "ORG_NAME", "ViewInfo"),
+                 requires=("VOL_Profile", "VOL_View.UseProfilesView")),
+            Proc("sp_VOL_Profile_Notify_Done", ("MemberID",), procsql.PROFILE_NOTIFY_DONE,
+                 requires=("STP_Member.LastVolProfileEmailDate",)),
+            Proc("sp_STP_OfflineTools_Domains", (), procsql.OFFLINE_TOOLS_DOMAINS,
+                 requires=("GBL_View_DomainMap.SecondaryName",)),
+            Proc("sp_VOL_GetInvolved_Enabled", (), legacy.GETINVOLVED_ENABLED,
+                 requires=legacy.REQUIRES),
             Proc("sp_VOL_GetInvolved_Sync",
                  ("MemberID", "GetInvolvedUser", "GetInvolvedToken", "GetInvolvedSite"),
-                 procsql.GETINVOLVED_SYNC, culture_columns=("ViewInfo",)),
+                 legacy.GETINVOLVED_SYNC,
+                 xml_columns=("COMMUNITIES", "INTERESTS", "SKILLS", "ViewInfo"),
+                 requires=legacy.REQUIRES),
         ):
             _PROCS[proc.name] = proc
     return _PROCS
@@ -58,19 +85,16 @@ def get(name):
         raise KeyError(f"unknown stored procedure {name}") from None
 
 
-def _from_json(text):
-    import json
-
-    value = json.loads(text)
-    return value if isinstance(value, list) else [value]
-
-
-def _from_xml(text):
-    """Turn CIOC's per-culture XML into a list of dicts: each element's attributes and the
-    text of its children, one dict per element under the root."""
+def decode_xml(text):
+    """Turn FOR XML text (``<DESCS><DESC a="1" .../>...</DESCS>``, or the elements without a
+    root) into a list of dicts: each element's attributes and the text of its children, one
+    dict per element under the root. Raise ValueError for text that is not XML."""
     import xml.etree.ElementTree as ElementTree
 
-    root = ElementTree.fromstring(f"<root>{text}</root>")
+    try:
+        root = ElementTree.fromstring(f"<root>{text}</root>")
+    except ElementTree.ParseError as error:
+        raise ValueError(f"not XML: {error}") from None
     entries = []
     for element in root.iter():
         if element is root or (not element.attrib and len(element)):
@@ -83,17 +107,19 @@ def _from_xml(text):
     return entries
 
 
-def normalize(proc, backend, results):
-    """Return the result sets with per-culture columns decoded into lists of dicts."""
-    if not proc.culture_columns:
+def normalize(proc, results):
+    """Return the result sets with the XML columns decoded into lists of dicts (an empty
+    list for NULL)."""
+    if not proc.xml_columns:
         return results
-    decode = _from_json if backend == "sample" else _from_xml
     for rows in results:
         for row in rows:
-            for column in proc.culture_columns:
+            for column in proc.xml_columns:
                 value = row.get(column)
+                if isinstance(value, bytes):
+                    value = value.decode("utf-8")
                 if isinstance(value, str) and value.strip():
-                    row[column] = decode(value)
+                    row[column] = decode_xml(value)
                 elif column in row:
                     row[column] = []
     return results

@@ -1,11 +1,18 @@
 """The rows of one sample CIOC database: deterministic for a seed and a build day, English
 and French, with dates placed relative to the build day so that every task finds work on
 its first run.
+
+The tables the tasks read get realistic rows; then every table still empty gets a row per
+member (or one shared row), following its foreign keys to rows of the same member, so the
+download rules meet every real table. Text in those rows names the member that owns them
+(``member 2``), which lets the tests prove no other member's row reaches a download.
 """
 
 import datetime
+import sqlite3
 import uuid
 
+from cioctasks.procs import SCHEDULE_FLAGS
 from cioctasks.sampledb import schema, texts
 
 SCALES = {
@@ -19,22 +26,26 @@ SCALES = {
 MEMBERS = 2
 REGIONS = 5
 FIELDS = {1: "NON_PUBLIC", 2: "DELETION_DATE", 3: "ORG_LEVEL_1", 4: "LOCATION_NAME", 5: "UPDATE_DATE"}
-SCHEDULE_FLAGS = [c.split()[0] for c in schema.SCHEDULE_COLUMNS.strip().split(",\n")]
+LANGUAGES = [dict(LangID=0, LanguageName="English", LanguageAlias="English", Culture="en-CA",
+                  LCID=4105, Active=1, ActiveRecord=1),
+             dict(LangID=2, LanguageName="Français", LanguageAlias="French", Culture="fr-CA",
+                  LCID=3084, Active=1, ActiveRecord=1)]
+#: Columns that say which member a row belongs to.
+MEMBER_COLUMNS = ("MemberID", "MemberID_Cache")
 
-
-def stamp(moment):
-    """A datetime as the text the SQLite ODBC driver binds: millisecond precision."""
-    return moment.isoformat(sep=" ", timespec="milliseconds")
+stamp = schema.stamp
 
 
 class Generator:
-    def __init__(self, connection, site, scale, rng, now):
+    def __init__(self, connection, site, scale, rng, now, extra_tables=None):
         self.db = connection
         self.site = site
         self.counts = SCALES[scale]
         self.rng = rng
         self.now = now
         self.today = datetime.datetime.combine(now.date(), datetime.time())
+        self.inserter = schema.Inserter(connection, extra_tables)
+        self.tables = self.inserter.tables
 
     def guid(self):
         return "{" + str(uuid.UUID(int=self.rng.getrandbits(128), version=4)).upper() + "}"
@@ -44,16 +55,24 @@ class Generator:
         return self.now - datetime.timedelta(seconds=seconds)
 
     def insert(self, table, rows):
-        rows = list(rows)
-        if rows:
-            marks = ", ".join("?" for _ in rows[0])
-            self.db.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
-        return rows
+        """Insert dict rows, filling the required columns not given."""
+        return self.inserter.insert(table, rows)
+
+    def bulk(self, table, columns, rows):
+        """Insert tuples into ``columns`` with one prepared statement (the big tables)."""
+        names = ", ".join(schema.quote(c) for c in columns)
+        marks = ", ".join("?" for _ in columns)
+        minutes = schema.minute_columns(self.tables[table], columns)
+        if minutes:
+            rows = (tuple(schema.to_smalldatetime(v) if i in minutes else v
+                          for i, v in enumerate(row)) for row in rows)
+        self.db.executemany(f"INSERT INTO {schema.quote(table)} ({names}) VALUES ({marks})", rows)
 
     def run(self):
         self.db.execute("BEGIN")
-        self.insert("STP_Language", [(0, "en-CA"), (2, "fr-CA")])
-        self.insert("GBL_FieldOption", FIELDS.items())
+        self.insert("STP_Language", LANGUAGES)
+        self.insert("GBL_FieldOption", [dict(FieldID=i, FieldName=n, DisplayOrder=0)
+                                        for i, n in FIELDS.items()])
         self.members()
         self.communities()
         self.interests_and_skills()
@@ -63,79 +82,108 @@ class Generator:
         self.profiles()
         self.stats()
         self.sharing()
+        self.fill_every_table()
         self.db.execute("COMMIT")
-        self.db.executescript(schema.INDEXES)
 
     def base_url(self, member_id):
-        return f"https://{self.site}.cioc.ca" if member_id == 1 else \
-            f"https://{self.site}-m{member_id}.cioc.ca"
+        return f"{self.site}.cioc.ca" if member_id == 1 else f"{self.site}-m{member_id}.cioc.ca"
 
     def members(self):
         site, title = self.site, self.site.capitalize()
-        rows, names, views, view_names, domains = [], [], [], [], []
+        members, names, views, view_names, recurse, domains = [], [], [], [], [], []
         for member_id in range(1, MEMBERS + 1):
             last_mail = stamp(self.today - datetime.timedelta(days=4)) if member_id == 1 else None
-            rows.append((
-                member_id, f"{site.upper()}{member_id}", 1, 1, 1, last_mail,
-                self.base_url(member_id).replace("https://", "https://cic-"),
-                self.base_url(member_id), member_id * 10, member_id * 10 + 1,
-                f"benevolat@{site}{member_id}.example.org",
-                f"Centre d'action bénévole {title} {member_id}",
-                f"profils@{site}{member_id}.example.org" if member_id == 1 else None,
-                1, f"Cic#{site[:10]}{member_id}", f"Vol#{site[:10]}{member_id}",
-                1 if member_id == 2 else 0,
+            members.append(dict(
+                MemberID=member_id, DatabaseCode=f"{site.upper()}{member_id}"[:15],
+                DefaultTemplate=1, UseCIC=1, UseVOL=1, UseVolunteerProfiles=1,
+                LastVolProfileEmailDate=last_mail,
+                BaseURLCIC="cic-" + self.base_url(member_id),
+                BaseURLVOL=self.base_url(member_id),
+                DefaultViewCIC=member_id * 10, DefaultViewVOL=member_id * 10 + 1,
+                DefaultEmailVOL=f"benevolat@{site}{member_id}.example.org",
+                DefaultEmailNameVOL=f"Centre d'action bénévole {title} {member_id}",
+                DefaultEmailVOLProfile=(f"profils@{site}{member_id}.example.org"
+                                        if member_id == 1 else None),
+                UseOfflineTools=1,
+                DownloadPasswordCIC=f"Cic#{site[:10]}{member_id}",
+                DownloadPasswordVOL=f"Vol#{site[:10]}{member_id}",
+                DownloadUncompressed=1 if member_id == 2 else 0,
+                BillingInfoPassword=f"billing secret of member {member_id}",
             ))
-            names += [(member_id, 0, f"{title} Community Services {member_id}"),
-                      (member_id, 2, f"Services communautaires {title} {member_id}")]
-            views.append((member_id * 10 + 1, member_id))
-            view_names += [(member_id * 10 + 1, 0, "Volunteer"), (member_id * 10 + 1, 2, "Bénévolat")]
-            host = self.base_url(member_id).replace("https://", "")
-            domains += [(member_id, host, 0), (member_id, f"www.{title}{member_id}Example.ORG", 0)]
+            names += [dict(MemberID=member_id, LangID=0,
+                           MemberName=f"{title} Community Services {member_id}"),
+                      dict(MemberID=member_id, LangID=2,
+                           MemberName=f"Services communautaires {title} {member_id}")]
+            # The default volunteer view, and a second one it can see (a profile view too).
+            default, other = member_id * 10 + 1, member_id * 10 + 2
+            for view in (default, other):
+                views.append(dict(ViewType=view, MemberID=member_id, CommunitySetID=member_id,
+                                  Template=1, UseProfilesView=1))
+                view_names += [dict(ViewType=view, LangID=0, ViewName=f"Volunteer {view}"),
+                               dict(ViewType=view, LangID=2, ViewName=f"Bénévolat {view}")]
+            recurse.append(dict(ViewType=default, CanSee=other))
+            host = self.base_url(member_id)
+            domains += [dict(MemberID=member_id, DomainName=host, SecondaryName=0),
+                        dict(MemberID=member_id, DomainName=f"www.{title}{member_id}Example.ORG",
+                             SecondaryName=0, VOLViewType=other)]
             if member_id == 1:
-                domains.append((member_id, host.replace(".cioc.ca", "-fr.cioc.ca"), 1))
-            domains.append((member_id, f"benevoles.{site}{member_id}.example.qc.ca", 1))
+                domains.append(dict(MemberID=member_id, SecondaryName=1,
+                                    DomainName=host.replace(".cioc.ca", "-fr.cioc.ca")))
+            domains.append(dict(MemberID=member_id, SecondaryName=1,
+                                DomainName=f"benevoles.{site}{member_id}.example.qc.ca"))
         # A group with no name under cioc.ca: the offline map must report it, not guess.
-        domains.append((2, f"only.{site}.example.net", 1))
-        self.insert("STP_Member", rows)
+        domains.append(dict(MemberID=2, DomainName=f"only.{site}.example.net", SecondaryName=1))
+        self.insert("STP_Member", members)
         self.insert("STP_Member_Description", names)
+        self.insert("VOL_CommunitySet", [dict(CommunitySetID=m, MemberID=m)
+                                         for m in range(1, MEMBERS + 1)])
         self.insert("VOL_View", views)
-        self.insert("CIC_View", [(m * 10, m) for m in range(1, MEMBERS + 1)])
+        self.insert("VOL_View_Recurse", recurse)
         self.insert("VOL_View_Description", view_names)
+        self.insert("CIC_View", [dict(ViewType=m * 10, MemberID=m, Template=1)
+                                 for m in range(1, MEMBERS + 1)])
         self.insert("GBL_View_DomainMap", [
-            (number, member_id, name, None, 0, member_id * 10, member_id * 10 + 1, secondary)
-            for number, (member_id, name, secondary) in enumerate(domains, 1)
-        ])
+            dict(DMAP_ID=number, DefaultLangID=0, CICViewType=d["MemberID"] * 10, **d)
+            for number, d in enumerate(domains, 1)])
 
     def communities(self):
         count = self.counts["communities"]
         rows, names, parents = [], [], []
         for cm_id in range(1, count + 1):
             parent = None if cm_id <= REGIONS else (cm_id % REGIONS) + 1
-            rows.append((cm_id, parent, "ON"))
+            rows.append(dict(CM_ID=cm_id, ParentCommunity=parent, CM_GUID=self.guid()))
             en, fr = texts.community(cm_id)
-            names += [(cm_id, 0, en), (cm_id, 2, fr)]
+            names += [dict(CM_ID=cm_id, LangID=0, Name=en), dict(CM_ID=cm_id, LangID=2, Name=fr)]
             if parent:
-                parents.append((cm_id, parent))
+                parents.append(dict(CM_ID=cm_id, Parent_CM_ID=parent))
         self.insert("GBL_Community", rows)
         self.insert("GBL_Community_Name", names)
         self.insert("GBL_Community_ParentList", parents)
-        self.insert("VOL_CommunitySet", [(m, m, f"Set {m}") for m in range(1, MEMBERS + 1)])
-        self.insert("VOL_CommunitySet_CM", [
-            (m, cm_id) for m in range(1, MEMBERS + 1) for cm_id in range(1, count + 1)
-            if cm_id % 2 == m % 2 or cm_id <= REGIONS
-        ])
+        set_names, groups, members = [], [], []
+        for member_id in range(1, MEMBERS + 1):
+            set_names += [dict(CommunitySetID=member_id, LangID=0, SetName=f"Area {member_id}",
+                               AreaServed=f"Region {member_id}"),
+                          dict(CommunitySetID=member_id, LangID=2, SetName=f"Zone {member_id}",
+                               AreaServed=f"Région {member_id}")]
+            groups.append(dict(CommunityGroupID=member_id, CommunitySetID=member_id))
+            members += [dict(CommunityGroupID=member_id, CM_ID=cm_id)
+                        for cm_id in range(1, count + 1)
+                        if cm_id % 2 == member_id % 2 or cm_id <= REGIONS]
+        self.insert("VOL_CommunitySet_Name", set_names)
+        self.insert("VOL_CommunityGroup", groups)
+        self.insert("VOL_CommunityGroup_CM", members)
 
     def interests_and_skills(self):
-        for kind, table, count in (("interest", "VOL_Interest", self.counts["interests"]),
-                                   ("skill", "VOL_Skill", self.counts["skills"])):
-            self.insert(table, [(n, f"{kind[:2].upper()}{n}") for n in range(1, count + 1)])
+        for kind, table, key, count in (
+                ("interest", "VOL_Interest", "AI_ID", self.counts["interests"]),
+                ("skill", "VOL_Skill", "SK_ID", self.counts["skills"])):
+            self.insert(table, [{key: n, "Code": f"{kind[:2].upper()}{n}"}
+                                for n in range(1, count + 1)])
             names = []
             for n in range(1, count + 1):
                 en, fr = texts.label(kind, n)
-                names += [(n, 0, en), (n, 2, fr)]
+                names += [{key: n, "LangID": 0, "Name": en}, {key: n, "LangID": 2, "Name": fr}]
             self.insert(f"{table}_Name", names)
-            mapped = [(n, texts.label(kind, n)[0]) for n in range(1, count + 1) if n % 4]
-            self.insert(f"VOL_GetInvolved_{kind.capitalize()}", mapped)
 
     def agencies(self):
         self.agency_codes = {m: [] for m in range(1, MEMBERS + 1)}
@@ -145,14 +193,8 @@ class Generator:
             code = texts.agency_code(number)
             self.agency_codes[member_id].append(code)
             email = None if number % 4 == 0 else f"{code.lower()}.records@{self.site}.example.org"
-            synced = number <= MEMBERS
-            rows.append((
-                number, code, member_id, 1, 1, email,
-                f"{code.lower()}@{self.site}.example.org" if synced else None,
-                f"{self.rng.getrandbits(64):016x}" if synced else None,
-                "https://testapi.getinvolved.ca/rpc" if synced else None,
-                member_id if synced else None,
-            ))
+            rows.append(dict(AgencyID=number, AgencyCode=code, MemberID=member_id,
+                             RecordOwnerCIC=1, RecordOwnerVOL=1, UpdateEmailVOL=email))
         self.insert("GBL_Agency", rows)
 
     def organizations(self):
@@ -165,20 +207,24 @@ class Generator:
             member_id = 1 if rng.random() < 0.7 else 2
             owner = rng.choice(self.agency_codes[member_id])
             created = self.ago(200, 2000)
-            base.append((num, member_id, owner, stamp(created), stamp(self.ago(1, 200))))
+            base.append((number, num, member_id, owner, stamp(created), stamp(self.ago(1, 200)),
+                         f"{number:06X}"[:6], f"upd-pw-{member_id}-{number}"))
             self.organizations_by_member[member_id].append((num, owner))
             names = texts.organization(rng, number)
             for lang_id in (0, 2) if rng.random() < 0.6 else (0,):
-                levels = names[lang_id]
-                descriptions.append((num, lang_id, *levels, texts.place(rng, lang_id), 0, None,
+                descriptions.append((num, lang_id, *names[lang_id], texts.place(rng, lang_id), 0,
                                      stamp(created), stamp(self.ago(1, 200))))
-        self.insert("GBL_BaseTable", base)
-        self.insert("GBL_BaseTable_Description", descriptions)
+        self.bulk("GBL_BaseTable", ("RSN", "NUM", "MemberID", "RECORD_OWNER", "CREATED_DATE",
+                                    "MODIFIED_DATE", "FBKEY", "UPDATE_PASSWORD"), base)
+        self.bulk("GBL_BaseTable_Description",
+                  ("NUM", "LangID", "ORG_LEVEL_1", "ORG_LEVEL_2", "ORG_LEVEL_3", "ORG_LEVEL_4",
+                   "ORG_LEVEL_5", "LOCATION_NAME", "NON_PUBLIC", "CREATED_DATE", "UPDATE_DATE"),
+                  descriptions)
 
     def opportunities(self):
         rng, count = self.rng, self.counts["opportunities"]
         communities, interests = self.counts["communities"], self.counts["interests"]
-        rows, descriptions, op_cm, op_ai, op_sk = [], [], [], [], []
+        rows, descriptions, op_cm, op_ai, op_sk, op_sets = [], [], [], [], [], []
         self.opportunity_orgs = set()
         for number in range(1, count + 1):
             vnum = f"V{number:06}"
@@ -199,24 +245,32 @@ class Generator:
             min_age = None if rng.random() < 0.5 else float(rng.choice((12, 14, 16, 18)))
             max_age = None if rng.random() < 0.7 else rng.choice((17.0, 17.5, 25.0, 65.0))
             flags = texts.schedule(rng, SCHEDULE_FLAGS, none_chance=0.3)
-            rows.append((vnum, member_id, num, owner, display_until, min_age, max_age,
-                         stamp(created), stamp(updated), *flags))
+            rows.append((number, vnum, member_id, num, owner, display_until, min_age, max_age,
+                         stamp(created), stamp(updated), f"{number:06X}"[:6], *flags))
             titles = texts.position(rng)
+            if number == 3:
+                titles = {0: 'Drivers & <Helpers> "Meals"', 2: "Chauffeurs & <aides> « repas »"}
             for lang_id in (0, 2) if rng.random() < 0.6 else (0,):
-                descriptions.append((vnum, lang_id, 0, stamp(created), stamp(updated), None,
+                descriptions.append((vnum, lang_id, 0, stamp(created), stamp(updated),
                                      titles[lang_id], texts.duties(rng, lang_id)))
             if rng.random() > 0.02:
                 for cm_id in rng.sample(range(1, communities + 1), rng.randint(1, 3)):
                     op_cm.append((vnum, cm_id))
+            op_sets.append((vnum, member_id))  # shown in the member's own views
             for ai_id in rng.sample(range(1, interests + 1), rng.randint(1, 3)):
                 op_ai.append((vnum, ai_id))
             for sk_id in rng.sample(range(1, self.counts["skills"] + 1), rng.randint(0, 2)):
                 op_sk.append((vnum, sk_id))
-        self.insert("VOL_Opportunity", rows)
-        self.insert("VOL_Opportunity_Description", descriptions)
-        self.insert("VOL_OP_CM", op_cm)
-        self.insert("VOL_OP_AI", op_ai)
-        self.insert("VOL_OP_SK", op_sk)
+        self.bulk("VOL_Opportunity", ("OP_ID", "VNUM", "MemberID", "NUM", "RECORD_OWNER",
+                                      "DISPLAY_UNTIL", "MIN_AGE", "MAX_AGE", "CREATED_DATE",
+                                      "MODIFIED_DATE", "FBKEY", *SCHEDULE_FLAGS), rows)
+        self.bulk("VOL_Opportunity_Description",
+                  ("VNUM", "LangID", "NON_PUBLIC", "CREATED_DATE", "UPDATE_DATE",
+                   "POSITION_TITLE", "DUTIES"), descriptions)
+        self.bulk("VOL_OP_CM", ("VNUM", "CM_ID"), op_cm)
+        self.bulk("VOL_OP_AI", ("VNUM", "AI_ID"), op_ai)
+        self.bulk("VOL_OP_SK", ("VNUM", "SK_ID"), op_sk)
+        self.bulk("VOL_OP_CommunitySet", ("VNUM", "CommunitySetID"), op_sets)
         self.history()
 
     def history(self):
@@ -240,7 +294,8 @@ class Generator:
         for num, _ in rng.sample(linked, max(3, len(linked) // 10)):
             rows.append((num, 0, rng.choice((1, 2)), stamp(self.ago(3, 30)), "admin", "older"))
             rows.append((num, 0, rng.choice((3, 4, 5)), stamp(self.ago(0.05, 0.9)), "admin", "other"))
-        self.insert("GBL_BaseTable_History", [(None, *row) for row in rows])
+        self.bulk("GBL_BaseTable_History",
+                  ("NUM", "LangID", "FieldID", "MODIFIED_DATE", "MODIFIED_BY", "FieldDisplay"), rows)
 
     def languages_of(self, num):
         return [r[0] for r in self.db.execute(
@@ -260,6 +315,7 @@ class Generator:
                 first, last, lang_id, stamp(birth), int(rng.random() < 0.8),
                 int(rng.random() < 0.5), int(rng.random() < 0.95), int(rng.random() < 0.97),
                 int(rng.random() < 0.01), self.guid(), stamp(self.ago(30, 900)),
+                f"hash-of-profile-{number}", f"salt{number}", 1, 1,
                 *texts.schedule(rng, SCHEDULE_FLAGS, none_chance=0.4),
             ))
             if rng.random() > 0.05:
@@ -268,47 +324,145 @@ class Generator:
             if rng.random() > 0.3:
                 for ai_id in rng.sample(range(1, interests + 1), rng.randint(1, 3)):
                     profile_ai.append((profile_id, ai_id))
-        self.insert("VOL_Profile", rows)
-        self.insert("VOL_Profile_CM", profile_cm)
-        self.insert("VOL_Profile_AI", profile_ai)
+        self.bulk("VOL_Profile", (
+            "ProfileID", "MemberID", "Email", "FirstName", "LastName", "LangID", "BirthDate",
+            "NotifyNew", "NotifyUpdated", "Verified", "Active", "Blocked", "UnsubscribeToken",
+            "CREATED_DATE", "PasswordHash", "PasswordHashSalt", "OrgCanContact",
+            "AgreedToPrivacyPolicy", *SCHEDULE_FLAGS), rows)
+        self.bulk("VOL_Profile_CM", ("ProfileID", "CM_ID"), profile_cm)
+        self.bulk("VOL_Profile_AI", ("ProfileID", "AI_ID"), profile_ai)
 
     def stats(self):
+        """Usage stats: a history in the stats tables, yesterday's in the accumulators."""
         rng = self.rng
-        nums = [n for n, _ in self.organizations_by_member[1]] or ["NONE0001"]
-        vnums = [f"V{n:06}" for n in range(1, self.counts["opportunities"] + 1)]
-        for table, count, keys in (("CIC_Stats_RSN", self.counts["cic_stats"], nums),
-                                   ("VOL_Stats_OPID", self.counts["vol_stats"], vnums)):
+        records = self.db.execute("SELECT RSN, NUM, MemberID FROM GBL_BaseTable").fetchall()
+        opportunities = self.db.execute(
+            "SELECT OP_ID, VNUM, MemberID FROM VOL_Opportunity").fetchall()
+        for table, count, keys, view_offset, key_columns in (
+                ("CIC_Stats_RSN", self.counts["cic_stats"], records, 0, ("RSN", "NUM")),
+                ("VOL_Stats_OPID", self.counts["vol_stats"], opportunities, 1, ("OP_ID", "VNUM"))):
+            columns = ("MemberID", "AccessDate", "IPAddress", *key_columns, "LangID", "ViewType",
+                       "API")
             accumulated = max(50, count // 40)
-            rows = (self.stats_row(table, rng, keys, self.ago(1, 400)) for _ in range(count))
-            self.db.executemany(f"INSERT INTO {table} VALUES ({self.marks(table, True)})",
-                                ((None, *row) for row in rows))
-            yesterday = (self.stats_row(table, rng, keys, self.ago(0.01, 1))
-                         for _ in range(accumulated))
-            self.db.executemany(
-                f"INSERT INTO {table}_Accumulator VALUES ({self.marks(table, False)})", yesterday)
+            for target, number, low, high in ((table, count, 1, 400),
+                                              (f"{table}_Accumulator", accumulated, 0.01, 1)):
+                self.bulk(target, columns, (
+                    self.stats_row(rng, keys, view_offset, self.ago(low, high))
+                    for _ in range(number)))
 
     @staticmethod
-    def marks(table, with_id):
-        width = (10 if table == "CIC_Stats_RSN" else 9) - (0 if with_id else 1)
-        return ", ".join("?" * width)
-
-    @staticmethod
-    def stats_row(table, rng, keys, when):
-        member_id = 1 if rng.random() < 0.85 else 2
+    def stats_row(rng, keys, view_offset, when):
+        key, number, member_id = rng.choice(keys)
         address = f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
-        robot = 1 if rng.random() < 0.05 else None
-        if table == "CIC_Stats_RSN":
-            return (member_id, stamp(when), address, rng.randint(1, 50000), rng.choice(keys),
-                    rng.choice((0, 2)), None, member_id * 10, robot)
-        return (member_id, stamp(when), address, rng.choice(keys), rng.choice((0, 2)), None,
-                member_id * 10 + 1, robot)
+        return (member_id, stamp(when), address, key, number, rng.choice((0, 2)),
+                member_id * 10 + view_offset, int(rng.random() < 0.05))
 
     def sharing(self):
+        """Sharing profiles: one active, one whose revocation came due yesterday, one due
+        next week; the records each shares."""
         revoked = stamp(self.now - datetime.timedelta(hours=12))
         later = stamp(self.today + datetime.timedelta(days=7))
-        self.insert("GBL_SharingProfile", [(1, 1, 2, 1, None), (2, 2, 1, 1, revoked),
-                                           (3, 1, 2, 1, later)])
+        self.insert("GBL_SharingProfile", [
+            dict(ProfileID=1, MemberID=1, ShareMemberID=2, Active=1),
+            dict(ProfileID=2, MemberID=2, ShareMemberID=1, Active=1, RevokedDate=revoked),
+            dict(ProfileID=3, MemberID=1, ShareMemberID=2, Active=1, RevokedDate=later)])
         shared = [n for n, _ in self.organizations_by_member[2][:10]]
         own = [n for n, _ in self.organizations_by_member[1][:10]]
         self.insert("GBL_BT_SharingProfile",
-                    [(n, 2) for n in shared] + [(n, 1) for n in own] + [(n, 3) for n in own[:5]])
+                    [dict(NUM=n, ProfileID=2, ShareMemberID_Cache=1) for n in shared]
+                    + [dict(NUM=n, ProfileID=1, ShareMemberID_Cache=2) for n in own]
+                    + [dict(NUM=n, ProfileID=3, ShareMemberID_Cache=2) for n in own[:5]])
+
+    # -- every other table -------------------------------------------------------------
+
+    def fill_every_table(self):
+        """Give every empty table a row per member (one row when it belongs to no member),
+        linked through its foreign keys to rows of that member."""
+        owners = {}  # (table, rowid) -> member of the generic rows
+        for name in self._dependency_order():
+            if self.db.execute(f"SELECT 1 FROM {schema.quote(name)} LIMIT 1").fetchone():
+                continue
+            for member_id in range(1, MEMBERS + 1):
+                row, owner = self._generic_row(name, member_id, owners)
+                if owner is None and member_id > 1:
+                    break  # shared by every member: one row is enough
+                row = {k: v for k, v in row.items() if v is not None}
+                try:
+                    self.insert(name, [row])
+                except sqlite3.IntegrityError:
+                    continue
+                rowid = self.db.execute("SELECT last_insert_rowid()").fetchone()[0]
+                owners[(name, rowid)] = owner
+                if owner is None:
+                    break
+
+    def _dependency_order(self):
+        order, seen = [], set()
+
+        def visit(name, path):
+            if name in seen or name in path or name not in self.tables:
+                return
+            for foreign in self.tables[name].get("foreign_keys") or ():
+                visit(foreign["table"], path | {name})
+            seen.add(name)
+            order.append(name)
+
+        for name in sorted(self.tables):
+            visit(name, frozenset())
+        return order
+
+    def _member_of(self, table, rowid, owners):
+        columns = [c["name"] for c in self.tables[table]["columns"]]
+        for column in MEMBER_COLUMNS:
+            if column in columns:
+                found = self.db.execute(f"SELECT {column} FROM {schema.quote(table)} "
+                                        "WHERE rowid = ?", (rowid,)).fetchone()
+                return found[0] if found else None
+        return owners.get((table, rowid))
+
+    def _generic_row(self, name, member_id, owners):
+        """A row of table ``name`` for ``member_id`` and the member it belongs to (None when
+        nothing ties it to a member)."""
+        table = self.tables[name]
+        columns = {c["name"]: c for c in table["columns"]}
+        row, owner = {}, None
+        for column in MEMBER_COLUMNS:
+            if column in columns:
+                row[column], owner = member_id, member_id
+        for foreign in table.get("foreign_keys") or ():
+            parent = foreign["table"]
+            if parent not in self.tables or any(c in row for c in foreign["columns"]):
+                continue
+            picked = self._parent_row(parent, foreign["ref"], member_id, owners)
+            if picked is None:
+                continue
+            values, parent_owner = picked
+            row.update(zip(foreign["columns"], values))
+            if parent_owner is not None:
+                owner = parent_owner
+        if "LangID" in columns and "LangID" not in row:
+            row["LangID"] = 0
+        for column in table["columns"]:
+            if column["name"] in row or column.get("identity"):
+                continue
+            if column["type"] in ("varchar", "nvarchar", "char", "nchar", "text", "ntext"):
+                text = f"{name}.{column['name']} of member {member_id}"
+                length = column.get("length")
+                if length not in (None, "max"):
+                    text = text[-int(length):] if int(length) < 12 else text[:int(length)]
+                row[column["name"]] = text
+        return row, owner
+
+    def _parent_row(self, parent, ref, member_id, owners):
+        """Values of ``ref`` from a row of ``parent`` belonging to ``member_id`` if there is
+        one, else from a row belonging to no member; with that row's member."""
+        quoted = ", ".join(schema.quote(c) for c in ref)
+        fallback = None
+        for rowid, *values in self.db.execute(
+                f"SELECT rowid, {quoted} FROM {schema.quote(parent)} ORDER BY rowid LIMIT 50"):
+            owner = self._member_of(parent, rowid, owners)
+            if owner == member_id:
+                return values, owner
+            if owner is None and fallback is None:
+                fallback = (values, None)
+        return fallback

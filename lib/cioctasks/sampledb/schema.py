@@ -1,248 +1,265 @@
-"""The sample CIOC schema: the subset of CIOC tables the tasks use, with CIOC's table and
-column names, in SQLite. Dates are DATETIME columns holding ``YYYY-MM-DD HH:MM:SS.fff``
-text, the form the SQLite ODBC driver binds a datetime parameter in, so comparisons with
-bound parameters work.
+"""The sample CIOC schema: every table of the real CIOC database, created in SQLite.
+
+The facts come from ``cioc_schema.json`` beside this module: CIOC's tables (columns in
+order with SQL Server type, length, nullability, identity and default; primary, unique and
+foreign keys) and its procedure names, read from OpenCIOC/onlineresources at the commit its
+``source`` names. ``tests/test_sampledb.py`` fails when the sample drifts from them.
+
+SQL Server types become SQLite declared types that the SQLite3 ODBC driver reports and
+converts the way SQL Server's driver does for pyodbc: ``smalldatetime`` and ``datetime``
+come back as datetimes, ``bit`` as bools, ``decimal`` as numbers, text as str. Dates are
+stored as ``YYYY-MM-DD HH:MM:SS.fff`` text, the form the driver binds a datetime parameter
+in, so comparisons with bound parameters work.
+
+An identity column that is the table's key (or a table without a key) becomes SQLite's
+``INTEGER PRIMARY KEY``, which numbers rows the way an identity does. The three tables
+whose identity is not their key (``GBL_BaseTable.RSN``, ``VOL_Opportunity.OP_ID``,
+``TAX_U_Term.TM_ID``) get their numbers from ``insert``.
 """
 
-SCHEDULE_COLUMNS = """
-    SCH_M_Morning BIT NOT NULL DEFAULT 0,
-    SCH_M_Afternoon BIT NOT NULL DEFAULT 0,
-    SCH_M_Evening BIT NOT NULL DEFAULT 0,
-    SCH_TU_Morning BIT NOT NULL DEFAULT 0,
-    SCH_TU_Afternoon BIT NOT NULL DEFAULT 0,
-    SCH_TU_Evening BIT NOT NULL DEFAULT 0,
-    SCH_W_Morning BIT NOT NULL DEFAULT 0,
-    SCH_W_Afternoon BIT NOT NULL DEFAULT 0,
-    SCH_W_Evening BIT NOT NULL DEFAULT 0,
-    SCH_TH_Morning BIT NOT NULL DEFAULT 0,
-    SCH_TH_Afternoon BIT NOT NULL DEFAULT 0,
-    SCH_TH_Evening BIT NOT NULL DEFAULT 0,
-    SCH_F_Morning BIT NOT NULL DEFAULT 0,
-    SCH_F_Afternoon BIT NOT NULL DEFAULT 0,
-    SCH_F_Evening BIT NOT NULL DEFAULT 0,
-    SCH_ST_Morning BIT NOT NULL DEFAULT 0,
-    SCH_ST_Afternoon BIT NOT NULL DEFAULT 0,
-    SCH_ST_Evening BIT NOT NULL DEFAULT 0,
-    SCH_SN_Morning BIT NOT NULL DEFAULT 0,
-    SCH_SN_Afternoon BIT NOT NULL DEFAULT 0,
-    SCH_SN_Evening BIT NOT NULL DEFAULT 0"""
+import datetime
+import functools
+import json
+import uuid
+from pathlib import Path
 
-SCHEMA = f"""
-CREATE TABLE STP_Language (LangID INTEGER PRIMARY KEY, Culture VARCHAR(5) NOT NULL);
-CREATE TABLE STP_Member (
-    MemberID INTEGER PRIMARY KEY,
-    DatabaseCode VARCHAR(15),
-    UseCIC BIT NOT NULL DEFAULT 1,
-    UseVOL BIT NOT NULL DEFAULT 1,
-    UseVolunteerProfiles BIT NOT NULL DEFAULT 0,
-    LastVolProfileEmailDate DATETIME,
-    BaseURLCIC VARCHAR(100),
-    BaseURLVOL VARCHAR(100),
-    DefaultViewCIC INTEGER,
-    DefaultViewVOL INTEGER,
-    DefaultEmailVOL VARCHAR(100),
-    DefaultEmailNameVOL NVARCHAR(100),
-    DefaultEmailVOLProfile VARCHAR(100),
-    UseOfflineTools BIT NOT NULL DEFAULT 0,
-    DownloadPasswordCIC NVARCHAR(20),
-    DownloadPasswordVOL NVARCHAR(20),
-    DownloadUncompressed BIT NOT NULL DEFAULT 0
-);
-CREATE TABLE STP_Member_Description (
-    MemberID INTEGER NOT NULL, LangID INTEGER NOT NULL, MemberName NVARCHAR(255),
-    PRIMARY KEY (MemberID, LangID)
-);
-CREATE TABLE GBL_Agency (
-    AgencyID INTEGER PRIMARY KEY,
-    AgencyCode CHAR(3) NOT NULL UNIQUE,
-    MemberID INTEGER NOT NULL,
-    RecordOwnerCIC BIT NOT NULL DEFAULT 1,
-    RecordOwnerVOL BIT NOT NULL DEFAULT 1,
-    UpdateEmailVOL VARCHAR(100),
-    GetInvolvedUser VARCHAR(100),
-    GetInvolvedToken VARCHAR(100),
-    GetInvolvedSite VARCHAR(100),
-    GetInvolvedCommunitySet INTEGER
-);
-CREATE TABLE CIC_View (ViewType INTEGER PRIMARY KEY, MemberID INTEGER NOT NULL);
-CREATE TABLE VOL_View (ViewType INTEGER PRIMARY KEY, MemberID INTEGER NOT NULL);
-CREATE TABLE VOL_View_Description (
-    ViewType INTEGER NOT NULL, LangID INTEGER NOT NULL, ViewName NVARCHAR(100),
-    PRIMARY KEY (ViewType, LangID)
-);
-CREATE TABLE GBL_View_DomainMap (
-    DMAP_ID INTEGER PRIMARY KEY,
-    MemberID INTEGER NOT NULL,
-    DomainName VARCHAR(200) NOT NULL UNIQUE,
-    PathToStart VARCHAR(50),
-    DefaultLangID INTEGER,
-    CICViewType INTEGER,
-    VOLViewType INTEGER,
-    SecondaryName BIT NOT NULL DEFAULT 0
-);
-CREATE TABLE GBL_Community (CM_ID INTEGER PRIMARY KEY, ParentCommunity INTEGER, ProvinceState VARCHAR(2));
-CREATE TABLE GBL_Community_Name (
-    CM_ID INTEGER NOT NULL, LangID INTEGER NOT NULL, Name NVARCHAR(200) NOT NULL,
-    PRIMARY KEY (CM_ID, LangID)
-);
-CREATE TABLE GBL_Community_ParentList (
-    CM_ID INTEGER NOT NULL, Parent_CM_ID INTEGER NOT NULL, PRIMARY KEY (CM_ID, Parent_CM_ID)
-);
-CREATE INDEX GBL_Community_ParentList_Parent ON GBL_Community_ParentList (Parent_CM_ID);
-CREATE TABLE VOL_CommunitySet (CommunitySetID INTEGER PRIMARY KEY, MemberID INTEGER NOT NULL, SetName NVARCHAR(100));
-CREATE TABLE VOL_CommunitySet_CM (
-    CommunitySetID INTEGER NOT NULL, CM_ID INTEGER NOT NULL, PRIMARY KEY (CommunitySetID, CM_ID)
-);
-CREATE TABLE VOL_Interest (AI_ID INTEGER PRIMARY KEY, Code VARCHAR(20));
-CREATE TABLE VOL_Interest_Name (
-    AI_ID INTEGER NOT NULL, LangID INTEGER NOT NULL, Name NVARCHAR(200) NOT NULL,
-    PRIMARY KEY (AI_ID, LangID)
-);
-CREATE TABLE VOL_Skill (SK_ID INTEGER PRIMARY KEY, Code VARCHAR(20));
-CREATE TABLE VOL_Skill_Name (
-    SK_ID INTEGER NOT NULL, LangID INTEGER NOT NULL, Name NVARCHAR(200) NOT NULL,
-    PRIMARY KEY (SK_ID, LangID)
-);
-CREATE TABLE VOL_GetInvolved_Interest (AI_ID INTEGER PRIMARY KEY, GIInterestName VARCHAR(100) NOT NULL);
-CREATE TABLE VOL_GetInvolved_Skill (SK_ID INTEGER PRIMARY KEY, GISkillName VARCHAR(100) NOT NULL);
-CREATE TABLE GBL_BaseTable (
-    NUM VARCHAR(8) PRIMARY KEY,
-    MemberID INTEGER NOT NULL,
-    RECORD_OWNER CHAR(3) NOT NULL,
-    CREATED_DATE DATETIME,
-    MODIFIED_DATE DATETIME
-);
-CREATE INDEX GBL_BaseTable_MemberID ON GBL_BaseTable (MemberID);
-CREATE TABLE GBL_BaseTable_Description (
-    NUM VARCHAR(8) NOT NULL,
-    LangID INTEGER NOT NULL,
-    ORG_LEVEL_1 NVARCHAR(200) NOT NULL,
-    ORG_LEVEL_2 NVARCHAR(200),
-    ORG_LEVEL_3 NVARCHAR(200),
-    ORG_LEVEL_4 NVARCHAR(200),
-    ORG_LEVEL_5 NVARCHAR(200),
-    LOCATION_NAME NVARCHAR(200),
-    NON_PUBLIC BIT NOT NULL DEFAULT 0,
-    DELETION_DATE DATETIME,
-    CREATED_DATE DATETIME,
-    UPDATE_DATE DATETIME,
-    PRIMARY KEY (NUM, LangID)
-);
-CREATE TABLE GBL_FieldOption (FieldID INTEGER PRIMARY KEY, FieldName VARCHAR(100) NOT NULL UNIQUE);
-CREATE TABLE GBL_BaseTable_History (
-    HST_ID INTEGER PRIMARY KEY,
-    NUM VARCHAR(8) NOT NULL,
-    LangID INTEGER NOT NULL,
-    FieldID INTEGER NOT NULL,
-    MODIFIED_DATE DATETIME NOT NULL,
-    MODIFIED_BY VARCHAR(50),
-    FieldDisplay NVARCHAR(500)
-);
-CREATE INDEX GBL_BaseTable_History_Date ON GBL_BaseTable_History (MODIFIED_DATE, FieldID);
-CREATE INDEX GBL_BaseTable_History_NUM ON GBL_BaseTable_History (NUM, LangID);
-CREATE TABLE GBL_SharingProfile (
-    ProfileID INTEGER PRIMARY KEY,
-    MemberID INTEGER NOT NULL,
-    ShareMemberID INTEGER NOT NULL,
-    Active BIT NOT NULL DEFAULT 1,
-    RevokedDate DATETIME
-);
-CREATE TABLE GBL_BT_SharingProfile (
-    NUM VARCHAR(8) NOT NULL, ProfileID INTEGER NOT NULL, PRIMARY KEY (NUM, ProfileID)
-);
-CREATE TABLE VOL_Opportunity (
-    VNUM VARCHAR(10) PRIMARY KEY,
-    MemberID INTEGER NOT NULL,
-    NUM VARCHAR(8) NOT NULL,
-    RECORD_OWNER CHAR(3) NOT NULL,
-    DISPLAY_UNTIL DATETIME,
-    MIN_AGE REAL,
-    MAX_AGE REAL,
-    CREATED_DATE DATETIME,
-    MODIFIED_DATE DATETIME,{SCHEDULE_COLUMNS}
-);
-CREATE INDEX VOL_Opportunity_MemberID ON VOL_Opportunity (MemberID);
-CREATE INDEX VOL_Opportunity_NUM ON VOL_Opportunity (NUM);
-CREATE TABLE VOL_Opportunity_Description (
-    VNUM VARCHAR(10) NOT NULL,
-    LangID INTEGER NOT NULL,
-    NON_PUBLIC BIT NOT NULL DEFAULT 0,
-    CREATED_DATE DATETIME,
-    UPDATE_DATE DATETIME,
-    DELETION_DATE DATETIME,
-    POSITION_TITLE NVARCHAR(150) NOT NULL,
-    DUTIES NVARCHAR(4000),
-    PRIMARY KEY (VNUM, LangID)
-);
-CREATE TABLE VOL_OP_CM (VNUM VARCHAR(10) NOT NULL, CM_ID INTEGER NOT NULL, PRIMARY KEY (VNUM, CM_ID));
-CREATE TABLE VOL_OP_AI (VNUM VARCHAR(10) NOT NULL, AI_ID INTEGER NOT NULL, PRIMARY KEY (VNUM, AI_ID));
-CREATE TABLE VOL_OP_SK (VNUM VARCHAR(10) NOT NULL, SK_ID INTEGER NOT NULL, PRIMARY KEY (VNUM, SK_ID));
-CREATE TABLE VOL_Profile (
-    ProfileID CHAR(38) PRIMARY KEY,
-    MemberID INTEGER NOT NULL,
-    Email VARCHAR(100) NOT NULL,
-    FirstName NVARCHAR(50),
-    LastName NVARCHAR(50),
-    LangID INTEGER NOT NULL DEFAULT 0,
-    BirthDate DATETIME,
-    NotifyNew BIT NOT NULL DEFAULT 0,
-    NotifyUpdated BIT NOT NULL DEFAULT 0,
-    Verified BIT NOT NULL DEFAULT 0,
-    Active BIT NOT NULL DEFAULT 1,
-    Blocked BIT NOT NULL DEFAULT 0,
-    UnsubscribeToken CHAR(38),
-    CREATED_DATE DATETIME,{SCHEDULE_COLUMNS}
-);
-CREATE INDEX VOL_Profile_MemberID ON VOL_Profile (MemberID);
-CREATE TABLE VOL_Profile_CM (ProfileID CHAR(38) NOT NULL, CM_ID INTEGER NOT NULL, PRIMARY KEY (ProfileID, CM_ID));
-CREATE TABLE VOL_Profile_AI (ProfileID CHAR(38) NOT NULL, AI_ID INTEGER NOT NULL, PRIMARY KEY (ProfileID, AI_ID));
-CREATE TABLE CIC_Stats_RSN (
-    Log_ID INTEGER PRIMARY KEY,
-    MemberID INTEGER NOT NULL,
-    AccessDate DATETIME NOT NULL,
-    IPAddress VARCHAR(20),
-    RSN INTEGER,
-    NUM VARCHAR(8),
-    LangID INTEGER NOT NULL DEFAULT 0,
-    User_ID INTEGER,
-    ViewType INTEGER,
-    RobotID INTEGER
-);
-CREATE TABLE CIC_Stats_RSN_Accumulator (
-    MemberID INTEGER NOT NULL, AccessDate DATETIME NOT NULL, IPAddress VARCHAR(20), RSN INTEGER,
-    NUM VARCHAR(8), LangID INTEGER NOT NULL DEFAULT 0, User_ID INTEGER, ViewType INTEGER,
-    RobotID INTEGER
-);
-CREATE TABLE CIC_Stats_RSN_Cache (
-    MemberID INTEGER NOT NULL, StatYear INTEGER NOT NULL, StatMonth INTEGER NOT NULL,
-    NUM VARCHAR(8), Hits INTEGER NOT NULL
-);
-CREATE TABLE VOL_Stats_OPID (
-    Log_ID INTEGER PRIMARY KEY,
-    MemberID INTEGER NOT NULL,
-    AccessDate DATETIME NOT NULL,
-    IPAddress VARCHAR(20),
-    VNUM VARCHAR(10),
-    LangID INTEGER NOT NULL DEFAULT 0,
-    User_ID INTEGER,
-    ViewType INTEGER,
-    RobotID INTEGER
-);
-CREATE TABLE VOL_Stats_OPID_Accumulator (
-    MemberID INTEGER NOT NULL, AccessDate DATETIME NOT NULL, IPAddress VARCHAR(20),
-    VNUM VARCHAR(10), LangID INTEGER NOT NULL DEFAULT 0, User_ID INTEGER, ViewType INTEGER,
-    RobotID INTEGER
-);
-CREATE TABLE VOL_Stats_OPID_Cache (
-    MemberID INTEGER NOT NULL, StatYear INTEGER NOT NULL, StatMonth INTEGER NOT NULL,
-    VNUM VARCHAR(10), Hits INTEGER NOT NULL
-);
-"""
+FACTS = Path(__file__).with_name("cioc_schema.json")
 
-#: Indexes created after the bulk load (faster than maintaining them while loading).
-INDEXES = """
-CREATE INDEX CIC_Stats_RSN_Member ON CIC_Stats_RSN (MemberID, AccessDate);
-CREATE INDEX VOL_Stats_OPID_Member ON VOL_Stats_OPID (MemberID, AccessDate);
-CREATE INDEX VOL_OP_CM_CM ON VOL_OP_CM (CM_ID);
-CREATE INDEX VOL_Profile_CM_CM ON VOL_Profile_CM (CM_ID);
-"""
+#: SQL Server type -> SQLite declared type (``{length}``, ``{precision}`` filled in).
+TYPES = {
+    "bigint": "bigint", "int": "int", "smallint": "smallint", "tinyint": "tinyint",
+    "bit": "bit", "decimal": "numeric({precision})", "numeric": "numeric({precision})",
+    "money": "numeric(19,4)", "float": "float", "real": "real",
+    "smalldatetime": "datetime", "datetime": "datetime", "datetime2": "datetime",
+    "date": "date", "time": "time",
+    "char": "char({length})", "nchar": "nchar({length})",
+    "varchar": "varchar({length})", "nvarchar": "nvarchar({length})",
+    "text": "text", "ntext": "text", "xml": "xml", "uniqueidentifier": "uniqueidentifier",
+    "varbinary": "blob", "binary": "blob", "image": "blob",
+}
+#: Types whose values are numbers in the sample.
+NUMERIC = {"bigint", "int", "smallint", "tinyint", "bit", "decimal", "numeric", "money",
+           "float", "real"}
+DATES = {"smalldatetime", "datetime", "datetime2", "date"}
+
+#: The procedures that the GetInvolved feature had, and that CIOC removed in commit
+#: aff3c04 (2022-10-08, "remove GetInvolved ALL FEATURES").
+GETINVOLVED_PROCEDURES = ("sp_VOL_GetInvolved_Enabled", "sp_VOL_GetInvolved_Sync")
+
+
+@functools.lru_cache(maxsize=None)
+def facts():
+    """Return the schema facts: {"source", "tables": {name: table}, "procedures": [...]}."""
+    return json.loads(FACTS.read_text(encoding="utf-8"))
+
+
+def tables():
+    return facts()["tables"]
+
+
+def quote(name):
+    return '"' + name.replace('"', '""') + '"'
+
+
+def sqlite_type(column):
+    """The SQLite declared type for a column of the facts."""
+    kind = column["type"]
+    template = TYPES.get(kind, kind)
+    length = column.get("length")
+    if "{length}" in template:
+        if length in (None, "max") or int(length) > 4000:
+            return "text" if kind in ("varchar", "nvarchar") else template.replace("({length})", "")
+        return template.format(length=length)
+    if "{precision}" in template:
+        precision = column.get("precision") or column.get("length") or "18,2"
+        if str(precision).isdigit():  # the facts keep only one number: allow two decimals
+            precision = f"{precision},2"
+        return template.format(precision=precision)
+    return template
+
+
+def _default(column):
+    """The SQLite DEFAULT clause of a SQL Server default, or '' for none we can express."""
+    text = column.get("default")
+    if text is None:
+        return ""
+    bare = text
+    while bare.startswith("(") and bare.endswith(")"):
+        bare = bare[1:-1]
+    lowered = bare.lower()
+    if lowered == "getdate()":
+        return " DEFAULT (strftime('%Y-%m-%d %H:%M:%S.000', 'now', 'localtime'))"
+    if lowered == "newid()":
+        return (" DEFAULT ('{' || upper(hex(randomblob(4))) || '-' || upper(hex(randomblob(2)))"
+                " || '-4' || substr(upper(hex(randomblob(2))), 2) || '-'"
+                " || upper(hex(randomblob(2))) || '-' || upper(hex(randomblob(6))) || '}')")
+    if lowered.startswith("convert(") and "crypt_gen_random" in lowered:
+        return " DEFAULT (upper(hex(randomblob(3))))"
+    if bare.lstrip("-").replace(".", "", 1).isdigit() or bare.startswith("'"):
+        return f" DEFAULT {bare}"
+    return ""
+
+
+def _identity_key(table):
+    """The identity column SQLite numbers itself (INTEGER PRIMARY KEY), or None."""
+    identity = [c["name"] for c in table["columns"] if c.get("identity")]
+    key = table.get("primary_key")
+    if len(identity) == 1 and (not key or key == identity):
+        return identity[0]
+    return None
+
+
+def create_table(name, table):
+    """Return the CREATE TABLE statement of one table of the facts."""
+    rowid = _identity_key(table)
+    lines = []
+    for column in table["columns"]:
+        if column["name"] == rowid:
+            lines.append(f"{quote(column['name'])} INTEGER PRIMARY KEY")
+            continue
+        null = "" if column.get("null", True) else " NOT NULL"
+        lines.append(f"{quote(column['name'])} {sqlite_type(column)}{null}{_default(column)}")
+    key = table.get("primary_key")
+    if key and key != [rowid]:
+        lines.append(f"PRIMARY KEY ({', '.join(quote(c) for c in key)})")
+    for unique in table.get("unique") or ():
+        lines.append(f"UNIQUE ({', '.join(quote(c) for c in unique)})")
+    return f"CREATE TABLE {quote(name)} (\n    " + ",\n    ".join(lines) + "\n)"
+
+
+def indexes(name, table):
+    """CREATE INDEX statements for the columns of each foreign key (SQL Server's tables
+    have such indexes; the sample's procedures join on them)."""
+    keys = {tuple(table.get("primary_key") or ())} | {tuple(u) for u in table.get("unique") or ()}
+    statements = []
+    for number, foreign in enumerate(table.get("foreign_keys") or (), 1):
+        columns = tuple(foreign["columns"])
+        if any(key[:len(columns)] == columns for key in keys):
+            continue
+        keys.add(columns)
+        statements.append(f"CREATE INDEX {quote(f'IX_{name}_{number}')} ON {quote(name)} "
+                          f"({', '.join(quote(c) for c in columns)})")
+    return statements
+
+
+def create_all(connection, extra=None):
+    """Create every table of the facts (and of ``extra``, {name: table}) in ``connection``."""
+    everything = dict(tables())
+    everything.update(extra or {})
+    for name, table in everything.items():
+        connection.execute(create_table(name, table))
+
+
+def create_indexes(connection, extra=None):
+    everything = dict(tables())
+    everything.update(extra or {})
+    for name, table in everything.items():
+        for statement in indexes(name, table):
+            connection.execute(statement)
+
+
+def stamp(moment):
+    """A datetime as the text the SQLite ODBC driver binds: millisecond precision."""
+    return moment.isoformat(sep=" ", timespec="milliseconds")
+
+
+def to_smalldatetime(value):
+    """A stamp rounded to the minute, as SQL Server stores a smalldatetime (29.998
+    seconds round down, 29.999 up); other values unchanged."""
+    if not isinstance(value, str) or len(value) < 19 or value[10] != " ":
+        return value
+    moment = datetime.datetime.fromisoformat(value)
+    rounded = (moment + datetime.timedelta(seconds=30, microseconds=1000)).replace(
+        second=0, microsecond=0)
+    return stamp(rounded)
+
+
+def minute_columns(table, columns):
+    """The positions in ``columns`` of the table's smalldatetime columns."""
+    kinds = {c["name"]: c["type"] for c in table["columns"]}
+    return [i for i, name in enumerate(columns) if kinds.get(name) == "smalldatetime"]
+
+
+def filler(column, number):
+    """A value for a NOT NULL column that has no default: unique per ``number`` where the
+    type allows, short enough for the column."""
+    kind = column["type"]
+    if kind == "bit":
+        return 0
+    if kind == "tinyint":
+        return number % 256
+    if kind in NUMERIC:
+        return number
+    if kind in DATES:
+        return stamp(datetime.datetime(2020, 1, 1) + datetime.timedelta(minutes=number))
+    if kind == "time":
+        return "12:00:00"
+    if kind == "uniqueidentifier":
+        return "{" + str(uuid.UUID(int=number + 1, version=4)).upper() + "}"
+    if kind == "xml":
+        return "<DESCS/>"
+    text = f"{column['name']} {number}"
+    length = column.get("length")
+    if length not in (None, "max"):
+        width = int(length)
+        text = str(number)[-width:] if len(text) > width else text
+    return text
+
+
+class Inserter:
+    """Insert rows given as dicts, filling each NOT NULL column that has no default and no
+    value (identities included) the way ``filler`` does. Keeps the next identity number."""
+
+    def __init__(self, connection, extra=None):
+        self.connection = connection
+        self.tables = dict(tables())
+        self.tables.update(extra or {})
+        self._next = {}
+
+    def required(self, name):
+        table = self.tables[name]
+        rowid = _identity_key(table)
+        return [c for c in table["columns"]
+                if c["name"] != rowid and "default" not in c
+                and (not c.get("null", True) or c.get("identity"))]
+
+    def number(self, name, column):
+        key = (name, column)
+        if key not in self._next:
+            found = self.connection.execute(
+                f"SELECT MAX({quote(column)}) FROM {quote(name)}").fetchone()[0]
+            self._next[key] = int(found or 0) if str(found or 0).lstrip("-").isdigit() else 0
+        self._next[key] += 1
+        return self._next[key]
+
+    def insert(self, name, rows):
+        """Insert ``rows`` (dicts of column -> value) into table ``name``; return the rows as
+        inserted (with the filled columns)."""
+        required = self.required(name)
+        done = []
+        statements = {}
+        for row in rows:
+            row = dict(row)
+            for column in required:
+                if row.get(column["name"]) is None:
+                    row[column["name"]] = filler(column, self.number(name, column["name"]))
+            for column in minute_columns(self.tables[name], list(row)):
+                key = list(row)[column]
+                row[key] = to_smalldatetime(row[key])
+            columns = tuple(row)
+            sql = statements.get(columns)
+            if sql is None and not columns:
+                sql = statements[columns] = f"INSERT INTO {quote(name)} DEFAULT VALUES"
+            elif sql is None:
+                sql = statements[columns] = (
+                    f"INSERT INTO {quote(name)} ({', '.join(quote(c) for c in columns)}) "
+                    f"VALUES ({', '.join('?' for _ in columns)})")
+            self.connection.execute(sql, tuple(row.values()))
+            done.append(row)
+        return done
+
+
+def insert(connection, name, **values):
+    """Insert one row into a sample table, filling the required columns not given; return
+    the row as inserted. For tests: ``insert(db, "VOL_OP_CM", VNUM="V000001", CM_ID=3)``."""
+    return Inserter(connection).insert(name, [values])[0]

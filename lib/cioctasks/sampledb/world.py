@@ -73,8 +73,9 @@ def build_database(path, site, scale, rng, now):
     try:
         connection.execute("PRAGMA journal_mode=OFF")
         connection.execute("PRAGMA synchronous=OFF")
-        connection.executescript(schema.SCHEMA)
+        schema.create_all(connection)
         generate.Generator(connection, site, scale, rng, now).run()
+        schema.create_indexes(connection)
         connection.execute("PRAGMA journal_mode=DELETE")
     finally:
         connection.close()
