@@ -12,6 +12,7 @@ from cioctasks.errors import (  # noqa: F401 (re-exported)
     USAGE,
     ConfigError,
     LockedError,
+    Skipped,
     TaskError,
 )
 

@@ -33,3 +33,10 @@ class LockedError(TaskError):
     """Another run of the task holds its lock: exit 75, not an error mail."""
 
     exit_code = LOCKED
+
+
+class Skipped(TaskError):
+    """There is nothing this task can do here (a feature this database does not have): the
+    run of that database is recorded as skipped, exit 0, and nobody is mailed."""
+
+    exit_code = OK

@@ -49,7 +49,7 @@ def rows(runs, entries, now):
 
 def _row(task, run, status, started, ended, next_due, overdue, schedule):
     duration = (ended - started).total_seconds() if started and ended else None
-    failed = status not in ("ok", "running", "never run")
+    failed = status not in ("ok", "skipped", "running", "never run")
     return {
         "task": task,
         "database": (run or {}).get("database") or "",

@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 
 from cioctasks import config, logs, reports, udl
-from cioctasks.errors import FAILED, INTERNAL, LOCKED, OK, USAGE, ConfigError, TaskError
+from cioctasks.errors import FAILED, INTERNAL, LOCKED, OK, USAGE, ConfigError, Skipped, TaskError
 
 PING_TIMEOUT = 10
 
@@ -69,7 +69,7 @@ class Outcome:
 
     def __init__(self, database, status, exit_code, summary, seconds):
         self.database = database
-        self.status = status  # ok, failed, error (internal)
+        self.status = status  # ok, skipped, failed, error (internal)
         self.exit_code = exit_code
         self.summary = summary
         self.seconds = seconds
@@ -106,6 +106,9 @@ def _run_one(task, context, name):
             summary = "; ".join(filter(None, [summary, *context.problems]))
         else:
             status, code = "ok", OK
+    except Skipped as error:
+        context.log.info("skipped: %s", error)
+        status, code, summary = "skipped", OK, str(error)
     except TaskError as error:
         context.log.error("%s", error)
         if context.args.verbose:
@@ -299,7 +302,7 @@ def _run_body(job, args, settings, log, console):
         if state is not None:
             state.close()
 
-    failed = [o for o in outcomes if o.status != "ok"]
+    failed = [o for o in outcomes if o.status not in ("ok", "skipped")]
     code = OK
     if failed or problems:
         codes = {o.exit_code for o in failed}

@@ -76,3 +76,15 @@ GETINVOLVED_SYNC = (
           AND vod.DELETION_DATE IS NULL OR vod.DELETION_DATE > {NOW})
         WHERE ViewInfo IS NOT NULL""",
 )
+
+
+def extra_tables():
+    """{table: facts} of what a database from before the removal has besides the current
+    schema: GBL_Agency with its GetInvolved columns, and the VOL_GetInvolved_* tables."""
+    raise NotImplementedError("written next: legacy GetInvolved facts")
+
+
+def populate(generator):
+    """Fill the GetInvolved tables and columns of a sample database (a Generator that has
+    run)."""
+    raise NotImplementedError("written next: legacy GetInvolved rows")

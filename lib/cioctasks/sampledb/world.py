@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import List
 
 from cioctasks.errors import ConfigError
-from cioctasks.sampledb import generate, schema
+from cioctasks.sampledb import generate, legacy, schema
 
 SITE_NAMES = ["ciocdemo", "ciocnord", "ciocsud", "ciocest", "ciocouest"]
 EXPORT_KINDS = ["mrv2.xml", "sh.xml", "exc.htm", "exc.csv", "mrv2.zip", "exc.zip"]
@@ -66,16 +66,22 @@ def write_udl(path, database_path):
     path.write_bytes(text.encode("utf-16"))  # UTF-16 LE with its BOM, as Windows writes them
 
 
-def build_database(path, site, scale, rng, now):
+def build_database(path, site, scale, rng, now, getinvolved=False):
+    """Write one site's database. ``getinvolved``: build it as a CIOC database from before
+    the GetInvolved feature was removed (``sampledb.legacy``)."""
     if path.exists():
         path.unlink()
+    extra = legacy.extra_tables() if getinvolved else None
     connection = sqlite3.connect(path, isolation_level=None)
     try:
         connection.execute("PRAGMA journal_mode=OFF")
         connection.execute("PRAGMA synchronous=OFF")
-        schema.create_all(connection)
-        generate.Generator(connection, site, scale, rng, now).run()
-        schema.create_indexes(connection)
+        schema.create_all(connection, extra)
+        generator = generate.Generator(connection, site, scale, rng, now, extra)
+        generator.run()
+        if getinvolved:
+            legacy.populate(generator)
+        schema.create_indexes(connection, extra)
         connection.execute("PRAGMA journal_mode=DELETE")
     finally:
         connection.close()
@@ -172,10 +178,11 @@ def write_logs(folder, site, rng, now):
         _touch(path, start + datetime.timedelta(days=1, seconds=-1))
 
 
-def create(directory, sites=2, scale="small", seed=1, force=False, now=None):
+def create(directory, sites=2, scale="small", seed=1, force=False, now=None, getinvolved=()):
     """Write a whole sample world into ``directory`` and return its World.
 
-    Raise ConfigError if ``directory`` is not empty and ``force`` is not set, or for a bad
+    ``getinvolved``: names of sites built as CIOC databases from before GetInvolved was
+    removed (with its tables, columns and procedures). Raise ConfigError if ``directory`` is not empty and ``force`` is not set, or for a bad
     scale or number of sites.
     """
     if scale not in generate.SCALES:
@@ -193,7 +200,8 @@ def create(directory, sites=2, scale="small", seed=1, force=False, now=None):
         (directory / folder).mkdir(parents=True, exist_ok=True)
     for number, site in enumerate(world.sites):
         rng = random.Random(f"{seed}:{site}")
-        build_database(world.database(site), site, scale, rng, now)
+        build_database(world.database(site), site, scale, rng, now,
+                       getinvolved=site in getinvolved)
         write_udl(world.udl(site), world.database(site))
         write_downloads(directory / "VirtualServers" / site / "download", site, rng, now)
         write_logs(directory / "logs" / site, site, rng, now)
