@@ -1,11 +1,19 @@
 """The sample world as a user builds it."""
 
 import datetime
+import json
 import sqlite3
 import sys
+from pathlib import Path
 
-from cioctasks import sampledb, udl
-from conftest import assert_no_traceback, run_command
+import pytest
+
+from cioctasks import procs, sampledb, udl
+from cioctasks.sampledb import schema
+from conftest import ROOT, assert_no_traceback, run_command
+
+#: The facts of the real CIOC schema, as the steering repository keeps them beside ours.
+SHARED_FACTS = ROOT.parent / "shared" / "cioc-schema" / "schema.json"
 
 
 def test_create_writes_a_whole_world_as_a_subprocess(tmp_path, cioc_env):
@@ -51,7 +59,8 @@ def dump(path):
     with sqlite3.connect(path) as connection:
         tables = [r[0] for r in connection.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-        return {t: connection.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall() for t in tables}
+        return {t: sorted(connection.execute(f"SELECT * FROM \"{t}\"").fetchall(), key=repr)
+                for t in tables}
 
 
 def test_the_same_seed_and_day_give_the_same_rows_and_another_seed_does_not(tmp_path):
@@ -84,3 +93,84 @@ def test_old_exports_and_old_logs_are_there_to_clean(tmp_path):
     old_logs = [p for p in (world.directory / "logs" / "ciocdemo").iterdir()
                 if p.is_file() and p.stat().st_mtime < week_ago]
     assert old_exports and old_logs
+
+
+def test_the_shipped_schema_facts_are_those_of_the_real_cioc_schema():
+    if not SHARED_FACTS.is_file():
+        pytest.skip(f"no {SHARED_FACTS} to compare with")
+    assert schema.facts() == json.loads(SHARED_FACTS.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    world = sampledb.create(tmp_path_factory.mktemp("real") / "w", sites=1)
+    connection = sqlite3.connect(world.database("ciocdemo"))
+    yield connection
+    connection.close()
+
+
+def test_the_sample_has_every_table_and_column_of_cioc_in_order_with_nullability(built):
+    present = {r[0] for r in built.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert present == set(schema.tables())
+    for name, table in schema.tables().items():
+        info = built.execute(f'PRAGMA table_info("{name}")').fetchall()
+        assert [row[1] for row in info] == [c["name"] for c in table["columns"]], name
+        for row, column in zip(info, table["columns"]):
+            declared, not_null, key = row[2], row[3], row[5]
+            if key and declared == "INTEGER":  # an identity SQLite numbers itself
+                assert column.get("identity"), (name, column["name"])
+                continue
+            assert declared.lower() == schema.sqlite_type(column).lower(), (name, column["name"])
+            assert bool(not_null) == (not column.get("null", True)), (name, column["name"])
+
+
+def test_the_sample_keeps_cioc_primary_and_unique_keys(built):
+    for name, table in schema.tables().items():
+        keys = set()
+        for index in built.execute(f'PRAGMA index_list("{name}")').fetchall():
+            if index[2]:  # unique
+                columns = [r[2] for r in built.execute(f'PRAGMA index_info("{index[1]}")')]
+                keys.add(tuple(columns))
+        info = built.execute(f'PRAGMA table_info("{name}")').fetchall()
+        rowid_key = [row[1] for row in info if row[5] and row[2] == "INTEGER"]
+        if rowid_key:
+            keys.add(tuple(rowid_key))
+        wanted = {tuple(u) for u in table.get("unique") or ()}
+        if table.get("primary_key"):
+            wanted.add(tuple(table["primary_key"]))
+        assert wanted <= keys, name
+
+
+def test_every_table_has_rows_and_the_types_map_to_what_sql_server_returns(built):
+    empty = [name for name in schema.tables()
+             if built.execute(f'SELECT 1 FROM "{name}" LIMIT 1').fetchone() is None]
+    assert empty == []
+    assert schema.sqlite_type({"type": "smalldatetime"}) == "datetime"
+    assert schema.sqlite_type({"type": "nvarchar", "length": "max"}) == "text"
+    assert schema.sqlite_type({"type": "decimal", "length": "5, 2"}) == "numeric(5, 2)"
+
+
+def test_smalldatetime_columns_hold_whole_minutes_as_sql_server_rounds_them(built):
+    stamps = [r[0] for r in built.execute(
+        "SELECT UPDATE_DATE FROM VOL_Opportunity_Description WHERE UPDATE_DATE IS NOT NULL")]
+    assert stamps and all(s.endswith(":00.000") for s in stamps)
+    assert schema.to_smalldatetime("2026-11-23 10:15:29.998") == "2026-11-23 10:15:00.000"
+    assert schema.to_smalldatetime("2026-11-23 10:15:29.999") == "2026-11-23 10:16:00.000"
+    assert schema.to_smalldatetime("2026-11-23 23:59:45.000") == "2026-11-24 00:00:00.000"
+
+
+def test_every_procedure_the_toolkit_calls_is_a_current_cioc_procedure_or_known_removed():
+    current = set(schema.facts()["procedures"])
+    called = {name for names in procs.TASK_PROCEDURES.values() for name in names}
+    removed = set(schema.GETINVOLVED_PROCEDURES)
+    assert called - removed <= current
+    assert not removed & current  # GetInvolved is gone from current CIOC
+
+
+def test_insert_fills_the_required_columns_a_test_does_not_name(tmp_path):
+    connection = sqlite3.connect(tmp_path / "x.sqlite")
+    schema.create_all(connection)
+    row = schema.insert(connection, "VOL_Opportunity", VNUM="V1", MemberID=1, NUM="N1",
+                        RECORD_OWNER="AAA")
+    assert row["OP_ID"] == 1 and row["FBKEY"]
+    assert connection.execute("SELECT VNUM, OP_ID FROM VOL_Opportunity").fetchall() == [("V1", 1)]

@@ -1,12 +1,16 @@
 """volnotify: the matching rules at their boundaries, the messages, nothing twice."""
 
+import datetime
+import re
 import sqlite3
 import sys
+from decimal import Decimal
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from cioctasks import mail
+from cioctasks import mail, procs
+from cioctasks.sampledb import schema
 from conftest import ROOT, assert_no_traceback, mails, mails_of_a_run, run_command
 from smtpserver import SMTPServer
 
@@ -17,22 +21,54 @@ import volnotify  # noqa: E402
 SCRIPT = ROOT / "volnotify" / "volnotify.py"
 
 
-def opportunity(vnum="V1", communities="1", interests="", min_age=None, max_age=None,
-                new=True, changed=False, schedule=(), culture_names=None):
-    row = {"VNUM": vnum, "COMMUNITIES": communities, "INTERESTS": interests,
-           "MIN_AGE": min_age, "MAX_AGE": max_age, "AccessURL": "https://site.cioc.ca",
-           "OP_NAME": culture_names or [{"Culture": "en-CA", "POSITION_TITLE": "Driver",
-                                         "NEW": int(new), "CHANGED": int(changed)}],
-           "ORG_NAME": [], "ViewInfo": []}
-    row.update({flag: 1 for flag in schedule})
-    return matching.Opportunity(row)
+def descs(*elements):
+    """FOR XML PATH('DESC'), ROOT('DESCS') text of sp_VOL_Profile_Notify, decoded as both
+    backends decode it."""
+    return procs.decode_xml("<DESCS>" + "".join(elements) + "</DESCS>")
 
 
-def profile(communities="1", interests="", age=None, schedule=(), new=True, updated=False):
-    row = {"ProfileID": "{P}", "COMMUNITIES": communities, "INTERESTS": interests, "AGE": age,
-           "NotifyNew": new, "NotifyUpdated": updated}
-    row.update({flag: 1 for flag in schedule})
-    return matching.Profile(row)
+def opportunity_row(vnum="V1", communities="1", interests=None, min_age=None, max_age=None,
+                    new=True, changed=False, schedule=(), op_name=None, view_info=None):
+    """A row of sp_VOL_Profile_Notify's first result set, with its columns and types."""
+    row = {"VNUM": vnum, "MemberID": 1, "AccessURL": None,
+           **{flag: flag in schedule for flag in matching.FLAGS},
+           "MIN_AGE": None if min_age is None else Decimal(str(min_age)),
+           "MAX_AGE": None if max_age is None else Decimal(str(max_age)),
+           "COMMUNITIES": communities or None, "INTERESTS": interests or None,
+           "OP_NAME": op_name or descs(f'<DESC POSITION_TITLE="Driver" Culture="en-CA" '
+                                       f'NEWLY_CREATED="{int(new)}" CHANGED="{int(changed)}"/>'),
+           "ORG_NAME": descs('<DESC ORG_LEVEL_1="Meals &amp; More" Culture="en-CA"/>'),
+           "ViewInfo": view_info or descs('<DESC AccessURL="site.cioc.ca" Culture="en-CA"/>')}
+    return row
+
+
+def opportunity(*args, **kwargs):
+    return matching.Opportunity(opportunity_row(*args, **kwargs))
+
+
+def profile_row(communities="1", interests=None, age=None, schedule=(), updated=False,
+                culture="en-CA", profile_id="{0F8FAD5B-D9CB-469F-A165-70867728950E}",
+                email="zoe@example.org", token="{B978427F-FCD8-44A2-B55F-407122566787}"):
+    """A row of sp_VOL_Profile_Notify's second result set: no NotifyNew column."""
+    return {"MemberID": 1, "ProfileID": profile_id, "FirstName": "Zoé", "LastName": "Roy",
+            "Email": email, "NotifyUpdated": updated,
+            **{flag: flag in schedule for flag in matching.FLAGS},
+            "AGE": None if age is None else Decimal(str(age)),
+            "COMMUNITIES": communities or None, "INTERESTS": interests or None,
+            "Culture": culture, "UnsubscribeToken": token}
+
+
+def profile(communities="1", interests=None, age=None, schedule=(), new=True, updated=False):
+    return matching.Profile(profile_row(communities, interests, age, schedule, updated), new)
+
+
+SETTINGS = {"BaseURL": "ciocdemo.cioc.ca", "DefaultEmailVOL": "benevolat@example.org",
+            "DefaultEmailNameVOL": "Centre d'action bénévole", "DefaultEmailVOLProfile": None}
+
+
+def text_of(message):
+    return message.as_email().get_body(("plain",)).get_content() \
+        if hasattr(message, "as_email") else message.text
 
 
 @pytest.mark.parametrize("profile_communities, opportunity_communities, expected", [
@@ -64,11 +100,12 @@ def test_age_limits_at_their_boundaries(age, min_age, max_age, expected):
 
 
 @pytest.mark.parametrize("profile_flags, opportunity_flags, expected", [
-    ((), ("SCH_M_Morning",), True), (("SCH_M_Morning",), (), True),
+    ((), ("SCH_M_Morning",), True), ((), (), True),
+    (("SCH_M_Morning",), (), False),  # chosen times exclude a position with none
     (("SCH_M_Morning", "SCH_F_Evening"), ("SCH_F_Evening",), True),
     (("SCH_M_Morning",), ("SCH_M_Evening",), False),
 ])
-def test_schedules_must_share_a_time_when_both_have_one(profile_flags, opportunity_flags, expected):
+def test_a_profile_with_chosen_times_needs_a_position_with_one_of_them(profile_flags, opportunity_flags, expected):
     assert matching.matches(profile(schedule=profile_flags),
                             opportunity(schedule=opportunity_flags)) is expected
 

@@ -1,14 +1,18 @@
 """Which new and changed positions match which volunteer profiles, by the rules of CIOC's
-volunteer search.
+volunteer search (includes/search/incSearchVOL.asp, with the profile as the searcher).
 
-- Communities: the position's list (parents and children already included) shares one
-  with the profile's. A profile with no communities matches nothing.
+- Communities: the position's list (fn_VOL_VNUMToCommSrchList: its communities, their
+  children and parents) shares one with the profile's. A profile with no communities
+  matches nothing.
 - Interests: when the profile has interests the position must share one; else any.
 - Age: when the profile has an age, MIN_AGE is null or at most the age, and MAX_AGE is
   null, or at least the age, or a whole number with the age below MAX_AGE + 1.
-- Schedule: when both have day-and-time flags set, they must share one.
-- New positions go to profiles that asked for new ones, changed positions to profiles
-  that asked for changes.
+- Schedule: when the profile chose any day-and-time flags, the position must have one of
+  them set; a position with no flags set is then left out. A profile with no flags puts
+  no condition.
+- A position is new when any of its descriptions was created in the window
+  (NEWLY_CREATED), else changed when any was updated in it (CHANGED). New positions go
+  to profiles with NotifyNew, changed ones to profiles with NotifyUpdated.
 
 ``matches`` states the rules for one pair; ``match_all`` gives the same answers for whole
 batches, fast, through indexes of profiles by community, interest and schedule flag.
@@ -39,7 +43,17 @@ def schedule_mask(row):
 
 
 def number(value):
+    """A decimal(5,2) column (Decimal, float or None) as a float or None."""
     return None if value is None else float(value)
+
+
+def flag(value):
+    """A FOR XML attribute of a CASE ... THEN 1 ELSE '' END (typed int, so "1" or "0"; ""
+    or absent taken as 0) or a bit column, as a bool."""
+    if isinstance(value, str):
+        value = value.strip()
+        return value not in ("", "0") and value.lower() != "false"
+    return bool(value)
 
 
 class Opportunity:
@@ -53,25 +67,30 @@ class Opportunity:
         self.schedule = schedule_mask(row)
         self.min_age = number(row.get("MIN_AGE"))
         self.max_age = number(row.get("MAX_AGE"))
+        # OP_NAME has one entry per description language. A position counts as new when
+        # any description was created in the window, as the procedure itself ranks new
+        # positions first (its ORDER BY: EXISTS a description created in the window), so a
+        # position is new or changed alike for English and French profiles. Created and
+        # changed in the same window counts as new.
         names = row.get("OP_NAME") or []
-        self.new = any(int(n.get("NEW") or 0) for n in names)
-        self.changed = not self.new and any(int(n.get("CHANGED") or 0) for n in names)
+        self.new = any(flag(n.get("NEWLY_CREATED")) for n in names)
+        self.changed = not self.new and any(flag(n.get("CHANGED")) for n in names)
 
 
 class Profile:
-    """A volunteer profile, from a sp_VOL_Profile_Notify row."""
+    """A volunteer profile, from a sp_VOL_Profile_Notify row and its VOL_Profile.NotifyNew
+    (the procedure returns profiles with NotifyNew or NotifyUpdated set but only the
+    second column, so the caller reads NotifyNew itself)."""
 
-    def __init__(self, row):
+    def __init__(self, row, notify_new):
         self.row = row
         self.profile_id = row["ProfileID"]
         self.communities = id_set(row.get("COMMUNITIES"))
         self.interests = id_set(row.get("INTERESTS"))
         self.schedule = schedule_mask(row)
         self.age = number(row.get("AGE"))
-        # The real procedure returns only profiles that asked for new or changed ones and
-        # may not say which; then both are wanted.
-        self.wants_new = bool(row.get("NotifyNew", True))
-        self.wants_changed = bool(row.get("NotifyUpdated"))
+        self.wants_new = flag(notify_new)
+        self.wants_changed = flag(row.get("NotifyUpdated"))
 
 
 def age_fits(opportunity, age):
@@ -93,7 +112,10 @@ def matches(profile, opportunity):
         return False
     if not age_fits(opportunity, profile.age):
         return False
-    if profile.schedule and opportunity.schedule and not (profile.schedule & opportunity.schedule):
+    # incSearchVOL.asp ORs the searcher's chosen SCH_* flags into one condition,
+    # "(SCH_M_Morning=1 OR SCH_TU_Evening=1 ...)", and adds it only when some were chosen:
+    # a position with no flags set fails it; a profile with none chosen adds nothing.
+    if profile.schedule and not (profile.schedule & opportunity.schedule):
         return False
     if opportunity.new:
         return profile.wants_new
@@ -141,7 +163,9 @@ def match_all(profiles, opportunities):
         chosen = candidates & no_interests
         for ai_id in opportunity.interests:
             chosen |= candidates & by_interest.get(ai_id, empty)
-        if opportunity.schedule and chosen:
+        if chosen:
+            # The schedule rule of ``matches``: profiles that chose no times, and those that
+            # chose one the position has; a position with no flags keeps only the first.
             scheduled = chosen & no_schedule
             for bit in range(len(FLAGS)):
                 if opportunity.schedule >> bit & 1:

@@ -1,12 +1,14 @@
 """Mail volunteers the new and changed positions that match their saved profile.
 
-For each member using volunteer profiles (sp_VOL_Profile_Notify_Enabled), sp_VOL_Profile_Notify
-gives the positions created or changed since the member's last notification, the profiles
-that asked for mail and the member's mail settings. Each profile gets one message (English
-or French, text and HTML) listing its matching positions, new ones first, with an
-unsubscribe link and a List-Unsubscribe header, over one SMTP connection per member. Each
-message is recorded in the run state before the next is sent, so a rerun after a crash
-sends only the rest; sp_VOL_Profile_Notify_Done runs once the whole batch is through.
+sp_VOL_Profile_Notify_Enabled lists every member; those with UseVolunteerProfiles set are
+processed. For each, sp_VOL_Profile_Notify gives the positions created or changed since the
+member's last notification, the profiles that asked for new or changed ones (NotifyNew is
+read from VOL_Profile, as the procedure returns only NotifyUpdated) and the member's mail
+settings. Each profile gets one message (English or French, text and HTML) listing its
+matching positions, new ones first, with an unsubscribe link and a List-Unsubscribe header,
+over one SMTP connection per member. Each message is recorded in the run state before the
+next is sent, so a rerun after a crash sends only the rest; sp_VOL_Profile_Notify_Done runs
+once the whole batch is through.
 """
 
 import sys
@@ -42,18 +44,42 @@ def for_culture(entries, culture):
     return (entries or [{}])[0]
 
 
-def position(opportunity, culture):
-    """What the link templates show of one position, in the profile's language."""
+def guid_key(value):
+    """A uniqueidentifier as pyodbc or the sample gives it (with or without braces, any case,
+    or a uuid.UUID) in one form, for comparing."""
+    return str(value or "").strip().strip("{}").upper()
+
+
+def braced_token(value):
+    """The unsubscribe token as unsubscribe.asp takes it (at most 38 characters): the GUID in
+    braces, upper case; raise ValueError if it is not a GUID."""
+    import uuid
+
+    try:
+        return "{" + str(uuid.UUID(guid_key(value))).upper() + "}"
+    except ValueError:
+        raise ValueError("not an unsubscribe token") from None
+
+
+def position(opportunity, culture, base_url):
+    """What the link templates show of one position, in the profile's language.
+
+    The link goes through the ViewInfo entry of that culture (else the first: the member's
+    default view): ``https://<AccessURL>/volunteer/record/<VNUM>``, plus ``?UseVOLVw=`` when
+    the entry names a ViewType (the procedure leaves it out for the default view and for a
+    view with its own domain). The opportunity's own AccessURL column is always NULL in
+    CIOC; the member's BaseURL is the last resort."""
     row = opportunity.row
     name = for_culture(row.get("OP_NAME"), culture)
     org = for_culture(row.get("ORG_NAME"), culture)
     view = for_culture(row.get("ViewInfo"), culture)
     levels = [one_line(org.get(f"ORG_LEVEL_{n}")) for n in range(1, 6)]
+    view_type = str(view.get("ViewType") or "").strip() or None
     return {
         "title": one_line(name.get("POSITION_TITLE")) or row["VNUM"],
         "organization": ", ".join(level for level in levels if level),
-        "url": urls.opportunity(view.get("AccessURL") or row.get("AccessURL"), row["VNUM"],
-                                view.get("ViewType")),
+        "url": urls.opportunity(view.get("AccessURL") or row.get("AccessURL") or base_url,
+                                row["VNUM"], view_type),
         "new": opportunity.new,
     }
 
@@ -90,8 +116,9 @@ def build_message(renderer, settings_row, profile, chosen):
     row = profile.row
     culture = culture_of(row)
     ordered = sorted(chosen, key=lambda o: (not o.new, o.vnum))
-    positions = [position(o, culture) for o in ordered]
-    unsubscribe = urls.unsubscribe(settings_row["BaseURL"], row["Email"], row["UnsubscribeToken"])
+    positions = [position(o, culture, settings_row.get("BaseURL")) for o in ordered]
+    unsubscribe = urls.unsubscribe(settings_row.get("BaseURL"), row["Email"],
+                                   braced_token(row.get("UnsubscribeToken")))
     text, html = renderer.render(culture, one_line(row.get("FirstName")), positions, unsubscribe)
     sender = settings_row.get("DefaultEmailVOLProfile") or settings_row.get("DefaultEmailVOL")
     return mail.Message(
@@ -109,6 +136,14 @@ def window_of(database, member_id):
     return value.isoformat() if value else "never"
 
 
+def notify_new_of(database, member_id):
+    """{guid_key(ProfileID): NotifyNew} for the member's profiles: sp_VOL_Profile_Notify
+    returns the profiles with NotifyNew or NotifyUpdated set, but only NotifyUpdated."""
+    rows = database.query("SELECT ProfileID, NotifyNew FROM VOL_Profile WHERE MemberID = ?",
+                          member_id)
+    return {guid_key(row["ProfileID"]): row["NotifyNew"] for row in rows}
+
+
 def notify_member(context, database, member_id, renderer):
     """Mail one member's profiles; return (messages sent or spooled, profiles matched)."""
     from cioctasks import mail  # email and ssl: loaded once there is mail to make
@@ -118,7 +153,10 @@ def notify_member(context, database, member_id, renderer):
         raise cioctasks.TaskError(f"member {member_id}: no mail settings returned")
     settings_row = settings_rows[0]
     opportunities = [matching.Opportunity(row) for row in opportunity_rows]
-    profiles = [matching.Profile(row) for row in profile_rows]
+    notify_new = notify_new_of(database, member_id) if profile_rows else {}
+    # A profile gone from VOL_Profile since the procedure ran gets no new positions.
+    profiles = [matching.Profile(row, notify_new.get(guid_key(row["ProfileID"]), False))
+                for row in profile_rows]
     found = matching.match_all(profiles, opportunities)
     prefix = f"{context.database}:{member_id}:{window_of(database, member_id)}:"
     already = context.state.items(context.task, prefix)
@@ -126,7 +164,7 @@ def notify_member(context, database, member_id, renderer):
     with context.mailer.session() as session:
         for p_index in sorted(found, key=lambda i: profiles[i].profile_id):
             profile = profiles[p_index]
-            key = prefix + profile.profile_id
+            key = prefix + str(profile.profile_id)
             done = set(already.get(key, []))
             chosen = [opportunities[i] for i in found[p_index] if opportunities[i].vnum not in done]
             if not chosen:
@@ -154,7 +192,9 @@ def task(context, name):
     total = members = 0
     with context.connect(name) as database:
         (enabled,) = database.call("sp_VOL_Profile_Notify_Enabled")
-        member_ids = [row["MemberID"] for row in enabled if row.get("UseVolunteerProfiles", True)]
+        # The procedure lists every member; only those using volunteer profiles get mail.
+        member_ids = [row["MemberID"] for row in enabled
+                      if matching.flag(row["UseVolunteerProfiles"])]
         if context.args.member:
             member_ids = [m for m in member_ids if m in context.args.member]
         for member_id in member_ids:

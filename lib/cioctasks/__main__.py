@@ -30,14 +30,60 @@ def format_table(headers, rows):
     return "\n".join(lines)
 
 
+def without_name(error, name):
+    """The text of a database error without the database name it starts with."""
+    text = str(error)
+    return text[len(name) + 2:] if text.startswith(f"{name}: ") else text
+
+
+def task_readiness(database, procedures):
+    """Given an open Database and the procedures a task calls, return (result, detail):
+    ``ok`` when all are present and the login may run them, ``n/a`` when one is not in this
+    CIOC version (the task has nothing to do here), ``FAILED`` when the login may not
+    EXECUTE one."""
+    states = {procedure: database.procedure_state(procedure) for procedure in procedures}
+    missing = [procedure for procedure, state in states.items() if state == "missing"]
+    denied = [procedure for procedure, state in states.items() if state == "denied"]
+    reasons = []
+    if denied:
+        reasons.append(f"this login may not EXECUTE {', '.join(denied)}")
+    if missing:
+        reasons.append(f"not in this CIOC version (no {', '.join(missing)})")
+    if not reasons:
+        return "ok", "can run"
+    return ("FAILED" if denied else "n/a"), "cannot run: " + "; ".join(reasons)
+
+
 def check_database(context, name):
-    """Connect to one database and run a trivial query; return (backend, seconds)."""
+    """Connect to one database, prove it is a CIOC database (it has members in STP_Member)
+    and find which tasks can run there.
+
+    Return (backend, detail, tasks), tasks a list of (task, result, detail) in
+    ``procs.TASK_PROCEDURES`` order. Raise TaskError when the database cannot be reached
+    (a UDL naming a file that does not exist included: no file is created) or is not a CIOC
+    database.
+    """
     import time
+
+    from cioctasks import db, procs
 
     started = time.monotonic()
     with context.connect(name, query_timeout=30) as database:
-        database.query("SELECT 1 AS ok")
-        return database.backend, time.monotonic() - started
+        try:
+            members = database.query_rows("SELECT COUNT(*) FROM STP_Member")[0][0]
+        except db.DatabaseError as error:
+            raise db.DatabaseError(f"not a CIOC database: cannot read STP_Member "
+                                   f"({without_name(error, name)})") from None
+        if not members:
+            raise db.DatabaseError("not a CIOC database: STP_Member has no member")
+        tasks = []
+        for task, procedures in procs.TASK_PROCEDURES.items():
+            try:
+                tasks.append((task, *task_readiness(database, procedures)))
+            except db.DatabaseError as error:
+                tasks.append((task, "FAILED", f"cannot tell: {without_name(error, name)}"))
+        seconds = time.monotonic() - started
+    return database.backend, f"CIOC database, {members} members, {seconds:.2f}s", tasks
 
 
 def check_mail(context):
@@ -71,13 +117,21 @@ def run_check(context):
 
     names = db.select_databases(context.settings.udl_base, context.args.database)
     rows = []
+    failed = 0
     for name in names:
         try:
-            backend, seconds = check_database(context, name)
-            rows.append((name, backend, "ok", f"{seconds:.2f}s"))
+            backend, detail, tasks = check_database(context, name)
         except Exception as error:
             context.problem(f"{name}: {error}")
             rows.append((name, "-", "FAILED", str(error)))
+            failed += 1
+            continue
+        rows.append((name, backend, "ok", detail))
+        for task, result, why in tasks:
+            rows.append((f"  {task}", "", result, why))
+            if result == "FAILED":
+                context.problem(f"{name}: {task} {why}")
+        failed += any(result == "FAILED" for _, result, _ in tasks)
     try:
         rows.append(("mail", context.settings.mail_backend, "ok", check_mail(context)))
     except Exception as error:
@@ -85,13 +139,19 @@ def run_check(context):
         rows.append(("mail", context.settings.mail_backend, "FAILED", str(error)))
     if not context.args.quiet:
         print(format_table(("what", "backend", "result", "detail"), rows))
-    failed = sum(1 for row in rows if row[2] != "ok")
     return f"{len(names)} databases checked, {failed} failed"
 
 
 @command
 def check(argv):
-    """Connect to each database, check the mail settings, print a table; exit 1 on failure."""
+    """Check each database and the mail settings, print a table; exit 1 on failure.
+
+    Each database is reached through its UDL (one naming a database file that does not exist
+    fails; no file is created), proved a CIOC database by reading STP_Member, and listed with
+    each task and whether it can run there: ok (its procedures are present and this login may
+    EXECUTE them), n/a (not in this CIOC version, as GetInvolved on a current database: not a
+    failure) or FAILED (this login may not EXECUTE a procedure).
+    """
 
     def add_arguments(parser):
         parser.add_argument("-a", "--database", action="append", default=[], metavar="NAME",

@@ -60,6 +60,15 @@ class Generator:
 
     def bulk(self, table, columns, rows):
         """Insert tuples into ``columns`` with one prepared statement (the big tables)."""
+        # Defaults that differ from build to build (GETDATE(), NEWID()) get fixed values,
+        # so a seed always gives the same rows.
+        varying = [c for c in self.inserter.required(table)
+                   if c["name"] not in columns and schema.varying_default(c)]
+        if varying:
+            values = tuple(schema.filler(c, 1) if c["type"] != "smalldatetime"
+                           and c["type"] != "datetime" else stamp(self.now) for c in varying)
+            columns = (*columns, *(c["name"] for c in varying))
+            rows = (tuple(row) + values for row in rows)
         names = ", ".join(schema.quote(c) for c in columns)
         marks = ", ".join("?" for _ in columns)
         minutes = schema.minute_columns(self.tables[table], columns)

@@ -78,13 +78,139 @@ GETINVOLVED_SYNC = (
 )
 
 
+#: The GBL_Agency columns the feature had, as aff3c04^ defines them (after NUMSize).
+AGENCY_COLUMNS = [
+    {"name": "GetInvolvedUser", "type": "nvarchar", "length": "100", "null": True},
+    {"name": "GetInvolvedToken", "type": "nvarchar", "length": "100", "null": True},
+    {"name": "GetInvolvedCommunitySet", "type": "int", "null": True},
+    {"name": "GetInvolvedSite", "type": "nvarchar", "length": "200", "null": True},
+]
+
+#: The tables the feature had, as aff3c04^ defines them.
+TABLES = {
+    "VOL_GetInvolved_Interest": {
+        "columns": [
+            {"name": "GIInterestID", "type": "int", "null": False, "identity": True},
+            {"name": "GIInterestGroup", "type": "nvarchar", "length": "100", "null": False},
+            {"name": "GIInterestName", "type": "nvarchar", "length": "100", "null": False},
+        ],
+        "primary_key": ["GIInterestID"],
+    },
+    "VOL_GetInvolved_Skill": {
+        "columns": [
+            {"name": "GISkillID", "type": "int", "null": False, "identity": True},
+            {"name": "GISkillName", "type": "nvarchar", "length": "100", "null": False},
+        ],
+        "primary_key": ["GISkillID"],
+    },
+    "VOL_Interest_GetInvolved_Map": {
+        "columns": [
+            {"name": "AI_ID", "type": "int", "null": False},
+            {"name": "GISkillID", "type": "int", "null": True},
+            {"name": "GIInterestID", "type": "int", "null": True},
+        ],
+        "foreign_keys": [
+            {"columns": ["AI_ID"], "table": "VOL_Interest", "ref": ["AI_ID"]},
+            {"columns": ["GIInterestID"], "table": "VOL_GetInvolved_Interest",
+             "ref": ["GIInterestID"]},
+            {"columns": ["GISkillID"], "table": "VOL_GetInvolved_Skill", "ref": ["GISkillID"]},
+        ],
+    },
+    "VOL_Skill_GetInvolved_Map": {
+        "columns": [
+            {"name": "SK_ID", "type": "int", "null": False},
+            {"name": "GISkillID", "type": "int", "null": True},
+            {"name": "GIInterestID", "type": "int", "null": True},
+        ],
+        "foreign_keys": [
+            {"columns": ["GIInterestID"], "table": "VOL_GetInvolved_Interest",
+             "ref": ["GIInterestID"]},
+            {"columns": ["GISkillID"], "table": "VOL_GetInvolved_Skill", "ref": ["GISkillID"]},
+            {"columns": ["SK_ID"], "table": "VOL_Skill", "ref": ["SK_ID"]},
+        ],
+    },
+}
+
+#: getinvolved.ca's own categories (GIInterestGroup, GIInterestName) and skills; a few
+#: names hold what FOR XML must escape.
+GETINVOLVED_INTERESTS = [
+    ("Community", "Arts & Culture"), ("Community", "Children & Youth"),
+    ("Community", "Seniors"), ("Community", "Environment"), ("Health", "Health & Wellness"),
+    ("Community", "Sports & Recreation"), ("Education", "Literacy"),
+    ("Community", "Food Security"), ("Community", "Newcomers & Settlement"),
+    ("Community", "Animal Welfare"), ("Community", "Housing & Homelessness"),
+    ("Community", "Justice & Legal"),
+]
+GETINVOLVED_SKILLS = [
+    "Driving", "Cooking & Food Preparation", "Teaching / Tutoring", "Translation",
+    "Accounting & Finance", "First Aid / CPR", "Trades <Carpentry>", "Social Media",
+]
+#: The site every agency was set up with (the admin page also allowed the production one).
+GETINVOLVED_SITE = "https://testapi.getinvolved.ca/rpc"
+
+
 def extra_tables():
     """{table: facts} of what a database from before the removal has besides the current
     schema: GBL_Agency with its GetInvolved columns, and the VOL_GetInvolved_* tables."""
-    raise NotImplementedError("written next: legacy GetInvolved facts")
+    import copy
+
+    from cioctasks.sampledb import schema
+
+    agency = copy.deepcopy(schema.tables()["GBL_Agency"])
+    names = [c["name"] for c in agency["columns"]]
+    at = names.index("NUMSize") + 1 if "NUMSize" in names else len(names)
+    agency["columns"][at:at] = copy.deepcopy(AGENCY_COLUMNS)
+    agency.setdefault("foreign_keys", []).append(
+        {"columns": ["GetInvolvedCommunitySet"], "table": "VOL_CommunitySet",
+         "ref": ["CommunitySetID"]})
+    tables = {"GBL_Agency": agency}
+    tables.update(copy.deepcopy(TABLES))
+    return tables
 
 
 def populate(generator):
     """Fill the GetInvolved tables and columns of a sample database (a Generator that has
-    run)."""
-    raise NotImplementedError("written next: legacy GetInvolved rows")
+    run): getinvolved.ca's interests and skills, CIOC's interests and skills mapped to them
+    (some not mapped), and credentials on agencies of every member. The first member's
+    first two agencies share one set of credentials (the procedure syncs every agency that
+    has them); every other member has one agency set up."""
+    database, rng = generator.db, generator.rng
+    database.execute("BEGIN")
+    for table in TABLES:  # the generic rows of Generator.fill_every_table
+        database.execute(f"DELETE FROM {table}")
+    generator.insert("VOL_GetInvolved_Interest", [
+        dict(GIInterestID=number, GIInterestGroup=group, GIInterestName=name)
+        for number, (group, name) in enumerate(GETINVOLVED_INTERESTS, 1)])
+    generator.insert("VOL_GetInvolved_Skill", [
+        dict(GISkillID=number, GISkillName=name)
+        for number, name in enumerate(GETINVOLVED_SKILLS, 1)])
+    interests, skills = len(GETINVOLVED_INTERESTS), len(GETINVOLVED_SKILLS)
+    interest_map, skill_map = [], []
+    for ai_id in range(1, generator.counts["interests"] + 1):
+        if rng.random() < 0.1:
+            continue  # not mapped: sent with no GetInvolved interest
+        interest_map.append(dict(
+            AI_ID=ai_id, GIInterestID=(ai_id - 1) % interests + 1,
+            GISkillID=rng.randint(1, skills) if rng.random() < 0.3 else None))
+    for sk_id in range(1, generator.counts["skills"] + 1):
+        if rng.random() < 0.1:
+            continue
+        skill_map.append(dict(
+            SK_ID=sk_id, GISkillID=(sk_id - 1) % skills + 1,
+            GIInterestID=rng.randint(1, interests) if rng.random() < 0.2 else None))
+    generator.insert("VOL_Interest_GetInvolved_Map", interest_map)
+    generator.insert("VOL_Skill_GetInvolved_Map", skill_map)
+    for member_id, codes in sorted(generator.agency_codes.items()):
+        user = f"{generator.site}-{codes[0].lower()}"
+        token = f"{rng.getrandbits(128):032x}"
+        for code in codes[:2] if member_id == 1 else codes[:1]:
+            database.execute(
+                "UPDATE GBL_Agency SET GetInvolvedUser = ?, GetInvolvedToken = ?, "
+                "GetInvolvedCommunitySet = ?, GetInvolvedSite = ? WHERE AgencyCode = ?",
+                (user, token, _community_set(database, member_id), GETINVOLVED_SITE, code))
+    database.execute("COMMIT")
+
+
+def _community_set(database, member_id):
+    return database.execute("SELECT MIN(CommunitySetID) FROM VOL_CommunitySet WHERE MemberID = ?",
+                            (member_id,)).fetchone()[0]

@@ -100,6 +100,11 @@ def _default(column):
     return ""
 
 
+def varying_default(column):
+    text = (column.get("default") or "").lower()
+    return any(word in text for word in ("getdate", "newid", "crypt_gen_random"))
+
+
 def _identity_key(table):
     """The identity column SQLite numbers itself (INTEGER PRIMARY KEY), or None."""
     identity = [c["name"] for c in table["columns"] if c.get("identity")]
@@ -217,11 +222,15 @@ class Inserter:
         self._next = {}
 
     def required(self, name):
+        """The columns a row needs a value for: NOT NULL without a default, identities
+        SQLite does not number, and those whose default differs from build to build
+        (GETDATE(), NEWID(), random keys), so that a seed always gives the same rows."""
         table = self.tables[name]
         rowid = _identity_key(table)
         return [c for c in table["columns"]
-                if c["name"] != rowid and "default" not in c
-                and (not c.get("null", True) or c.get("identity"))]
+                if c["name"] != rowid
+                and (("default" not in c and (not c.get("null", True) or c.get("identity")))
+                     or varying_default(c))]
 
     def number(self, name, column):
         key = (name, column)
