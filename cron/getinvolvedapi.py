@@ -8,6 +8,13 @@ opportunities no longer listed are withdrawn. Progress is recorded after each ba
 a failed run resumes where it stopped. Timeouts and 5xx replies are retried with backoff;
 then that agency fails and the others go on. A 401 fails that agency only.
 The contract is documented in the README ("getinvolved.ca contract").
+
+CIOC removed GetInvolved in October 2022 (commit aff3c04): a database without its
+procedures is skipped with one line, not failed; one whose login may not run them fails.
+On a database from before the removal, only the agency's own positions are sent: the last
+line of the procedure's WHERE clause (``... AND DELETION_DATE IS NULL OR DELETION_DATE >
+GETDATE()``) has no parentheses, so it also returns every position, of any member or
+agency, whose deletion date is still to come.
 """
 
 import itertools
@@ -16,10 +23,25 @@ import time
 from urllib.parse import urlsplit
 
 import cioctasks
-from cioctasks import udl, urls
+from cioctasks import procs, udl, urls
 
 BATCH = 100
+PROCEDURES = procs.TASK_PROCEDURES["getinvolvedapi"]
 _ids = itertools.count(1)
+
+# The procedure's WHERE clause as it was meant (deletion date parenthesised), with its
+# views' rule that a non-public position is not shown: the positions that are the agency's
+# own. Plain SQL that SQL Server and the sample both run, with the login's SELECT rights.
+OWN_POSITIONS = """
+    SELECT DISTINCT vo.VNUM FROM VOL_Opportunity vo
+    INNER JOIN GBL_Agency a ON a.AgencyCode = vo.RECORD_OWNER
+    INNER JOIN VOL_Opportunity_Description vod ON vod.VNUM = vo.VNUM AND vod.LangID = 0
+    WHERE vo.MemberID = ? AND a.GetInvolvedUser = ? AND a.GetInvolvedToken = ?
+      AND a.GetInvolvedSite = ?
+      AND EXISTS (SELECT * FROM VOL_OP_CommunitySet cs
+                  WHERE cs.VNUM = vo.VNUM AND cs.CommunitySetID = a.GetInvolvedCommunitySet)
+      AND (vod.DELETION_DATE IS NULL OR vod.DELETION_DATE > ?)
+      AND vod.NON_PUBLIC = 0"""
 
 
 class SyncError(cioctasks.TaskError):
@@ -34,29 +56,44 @@ def _text(value):
     return str(value)
 
 
-def _list(value):
-    return [part.strip() for part in (value or "").split(";") if part.strip()]
+def names(entries):
+    """Given a name list as procs.decode_xml gives it (``<NAMES><NAME Name="..."/></NAMES>``
+    -> [{"Name": "..."}]; [] for NULL), return the names, in order, each once."""
+    found = []
+    for entry in entries or ():
+        name = " ".join((entry.get("Name") or "").split())
+        if name and name not in found:
+            found.append(name)
+    return found
+
+
+def view_of(view_info, culture):
+    """The ViewInfo entry of that culture, else the first (the member's default view)."""
+    entries = view_info or [{}]
+    return next((e for e in entries if e.get("Culture") == culture), entries[0])
 
 
 def opportunities_of(rows):
-    """Turn the procedure's rows (one per opportunity and culture) into one object per
-    opportunity, the shape the contract sends: {id, languages: {culture: {...}}}."""
+    """Turn the procedure's rows (one per opportunity and org-name culture) into one object
+    per opportunity, sorted by VNUM, the shape the contract sends:
+    {id, languages: {culture: {...}}}."""
     by_vnum = {}
     for row in rows:
-        view = (row.get("ViewInfo") or [{}])[0]
+        view = view_of(row.get("ViewInfo"), row["Culture"])
+        view_type = str(view.get("ViewType") or "").strip() or None
         entry = by_vnum.setdefault(row["VNUM"], {"id": row["VNUM"], "languages": {}})
         entry["languages"][row["Culture"]] = {
             "title": row["OP_NAME"],
             "organization": " ".join((row["ORG_NAME_FULL"] or "").split()),
             "duties": row["DUTIES"],
-            "communities": _list(row["COMMUNITIES"]),
-            "interests": _list(row["INTERESTS"]),
-            "skills": _list(row["SKILLS"]),
+            "communities": names(row["COMMUNITIES"]),
+            "interests": names(row["INTERESTS"]),
+            "skills": names(row["SKILLS"]),
             "display_until": _text(row["DISPLAY_UNTIL"]),
             "deletion_date": _text(row["DELETION_DATE"]),
-            "url": urls.opportunity(view.get("AccessURL"), row["VNUM"], view.get("ViewType")),
+            "url": urls.opportunity(view.get("AccessURL"), row["VNUM"], view_type),
         }
-    return list(by_vnum.values())
+    return [by_vnum[vnum] for vnum in sorted(by_vnum)]
 
 
 def content_hash(opportunity):
@@ -129,11 +166,49 @@ class Client:
         return reply["result"]
 
 
-def sync_agency(context, database, agency, client):
-    """Send one agency's changed opportunities and withdraw the ones gone; return counts."""
+def require_feature(database):
+    """Raise Skipped if this database's CIOC version has no GetInvolved procedures (CIOC
+    removed them in 2022), TaskError if the login may not run them."""
+    states = {name: database.procedure_state(name) for name in PROCEDURES}
+    missing = [name for name, state in states.items() if state == "missing"]
+    if missing:
+        raise cioctasks.Skipped("the GetInvolved feature is not in this CIOC version "
+                                f"(CIOC removed it in 2022: no {', '.join(missing)})")
+    denied = [name for name, state in states.items() if state != "ok"]
+    if denied:
+        raise cioctasks.TaskError(f"the database login may not run {', '.join(denied)} "
+                                  "(no EXECUTE permission)")
+
+
+def own_positions(database, agency, now):
+    """The VNUMs of the positions that sp_VOL_GetInvolved_Sync is meant to list for this
+    agency (its member, an owner with these credentials and community set, not deleted by
+    ``now``, public)."""
+    rows = database.query_rows(OWN_POSITIONS, agency["MemberID"], agency["GetInvolvedUser"],
+                               agency["GetInvolvedToken"], agency["GetInvolvedSite"], now)
+    return {row[0] for row in rows}
+
+
+def positions_of(context, database, agency):
+    """The agency's rows of sp_VOL_GetInvolved_Sync, the other ones it returns left out."""
+    import datetime
+
     (rows,) = database.call("sp_VOL_GetInvolved_Sync", agency["MemberID"],
                             agency["GetInvolvedUser"], agency["GetInvolvedToken"],
                             agency["GetInvolvedSite"])
+    own = own_positions(database, agency, datetime.datetime.now().replace(microsecond=0))
+    kept = [row for row in rows if row["VNUM"] in own]
+    others = {row["VNUM"] for row in rows} - own
+    if others:
+        context.log.info("member %s agency %s: left out %d positions that are not its own: %s",
+                         agency["MemberID"], agency["GetInvolvedUser"], len(others),
+                         ", ".join(sorted(others)[:10]) + (", ..." if len(others) > 10 else ""))
+    return kept
+
+
+def sync_agency(context, database, agency, client):
+    """Send one agency's changed opportunities and withdraw the ones gone; return counts."""
+    rows = positions_of(context, database, agency)
     prefix = f"{context.database}:{agency['MemberID']}:{agency['GetInvolvedUser']}:"
     known = context.state.items(context.task, prefix)
     opportunities = opportunities_of(rows)
@@ -163,6 +238,7 @@ def task(context, name):
     override = config.setting_text(context.settings, "CIOC_GETINVOLVED_URL")
     sent = withdrawn = agencies = 0
     with context.connect(name) as database:
+        require_feature(database)
         (enabled,) = database.call("sp_VOL_GetInvolved_Enabled")
         for agency in enabled:
             label = f"member {agency['MemberID']} agency {agency['GetInvolvedUser']}"

@@ -1,5 +1,6 @@
 """nightly_db_maintenance run as the scheduler runs it, against the sample world."""
 
+import datetime
 import sqlite3
 import sys
 
@@ -62,3 +63,28 @@ def test_a_locked_database_times_out_and_the_others_finish(world):
     assert_no_traceback(result)
     assert "ciocnord: ok" in result.stdout
     assert "ciocdemo" in result.stderr and "locked" in result.stderr
+
+
+def test_a_later_step_that_fails_keeps_the_stats_moved_before_it(world):
+    """The sharing-profile step fails (its table is gone); the stats moves done before it
+    stay committed, as the procedures' own batch commits do on SQL Server."""
+    pending = {table: count(world, "ciocdemo", f"{table}_Accumulator")
+               for table in ("CIC_Stats_RSN", "VOL_Stats_OPID")}
+    before = {table: count(world, "ciocdemo", table) for table in pending}
+    assert all(pending.values())
+    with sqlite3.connect(world.database("ciocdemo")) as connection:
+        connection.execute("DROP TABLE GBL_BT_SharingProfile_Revoked")
+    result = run_command([sys.executable, SCRIPT, "-a", "ciocdemo"], world.env)
+    assert result.returncode == 1
+    assert_no_traceback(result)
+    failure = [line for line in result.stderr.splitlines() if "stopped after" in line]
+    assert len(failure) == 1, result.stderr
+    assert "sp_STP_Nightly_Tasks stopped" in failure[0]
+    assert "no such table: GBL_BT_SharingProfile_Revoked" in failure[0]
+    for table in pending:
+        assert count(world, "ciocdemo", f"{table}_Accumulator") == 0
+        assert count(world, "ciocdemo", table) == before[table] + pending[table]
+    with sqlite3.connect(world.database("ciocdemo")) as connection:
+        refreshed = connection.execute(
+            "SELECT MAX(CMP_USAGE_COUNT_DATE) FROM GBL_BaseTable_StatsCache").fetchone()[0]
+    assert refreshed >= datetime.date.today().isoformat()  # the cache step ran and stayed

@@ -4,6 +4,7 @@ import json
 import sqlite3
 import sys
 
+from cioctasks.sampledb import schema
 from conftest import ROOT, assert_no_traceback, run_command
 
 SCRIPT = ROOT / "cron" / "update_offline_tools_map.py"
@@ -52,8 +53,8 @@ def test_one_database_with_a_changed_name_keeps_the_others_entries(world):
 
 def test_a_name_claimed_by_two_groups_is_an_error_not_a_guess(world):
     with sqlite3.connect(world.database("ciocnord")) as connection:
-        connection.execute("INSERT INTO GBL_View_DomainMap (MemberID, DomainName, SecondaryName) "
-                           "VALUES (1, 'WWW.CiocDemo1Example.org', 0)")
+        schema.insert(connection, "GBL_View_DomainMap", MemberID=1, SecondaryName=0,
+                      DomainName="WWW.CiocDemo1Example.org", DefaultLangID=0)
     result = run_command([sys.executable, SCRIPT], world.env)
     assert result.returncode == 1
     assert_no_traceback(result)

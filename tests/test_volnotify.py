@@ -4,6 +4,7 @@ import datetime
 import re
 import sqlite3
 import sys
+import uuid
 from decimal import Decimal
 
 import pytest
@@ -64,11 +65,6 @@ def profile(communities="1", interests=None, age=None, schedule=(), new=True, up
 
 SETTINGS = {"BaseURL": "ciocdemo.cioc.ca", "DefaultEmailVOL": "benevolat@example.org",
             "DefaultEmailNameVOL": "Centre d'action bénévole", "DefaultEmailVOLProfile": None}
-
-
-def text_of(message):
-    return message.as_email().get_body(("plain",)).get_content() \
-        if hasattr(message, "as_email") else message.text
 
 
 @pytest.mark.parametrize("profile_communities, opportunity_communities, expected", [
@@ -140,6 +136,220 @@ def test_the_indexed_matcher_agrees_with_the_rules_pair_by_pair(profiles, opport
     assert found == expected
 
 
+def mail_of(profile_rows, notify_new, opportunity_rows, settings_row=SETTINGS):
+    """{Email: message text} for what volnotify sends one member's profiles, from the
+    procedure's result sets and each profile's NotifyNew, by the script's own functions."""
+    renderer = volnotify.Renderer()
+    profiles = [matching.Profile(row, notify_new[row["ProfileID"]]) for row in profile_rows]
+    opportunities = [matching.Opportunity(row) for row in opportunity_rows]
+    found = matching.match_all(profiles, opportunities)
+    assert found == {p: o for p in range(len(profiles)) for o in [[
+        i for i, opp in enumerate(opportunities) if matching.matches(profiles[p], opp)]] if o}
+    messages = {}
+    for p_index, o_indexes in found.items():
+        message = volnotify.build_message(renderer, settings_row, profiles[p_index],
+                                          [opportunities[i] for i in o_indexes])
+        messages[message.recipients[0]] = message.text
+    return messages
+
+
+NEW_ONLY, CHANGED_ONLY, BOTH = "{00000000-0000-4000-8000-000000000001}", \
+    "{00000000-0000-4000-8000-000000000002}", "{00000000-0000-4000-8000-000000000003}"
+
+
+def test_notify_new_gets_new_positions_and_notify_updated_gets_changed_ones():
+    positions = [
+        opportunity_row("V1", op_name=descs(
+            '<DESC POSITION_TITLE="Front desk" Culture="en-CA" NEWLY_CREATED="1" CHANGED="0"/>',
+            '<DESC POSITION_TITLE="Accueil &amp; aide" Culture="fr-CA" NEWLY_CREATED="1" CHANGED="0"/>')),
+        # Created long ago, its description changed in the window.
+        opportunity_row("V2", op_name=descs(
+            '<DESC POSITION_TITLE="Driver" Culture="en-CA" NEWLY_CREATED="0" CHANGED="1"/>')),
+        # Created and changed in the window: new, not changed.
+        opportunity_row("V3", op_name=descs(
+            '<DESC POSITION_TITLE="Gardener" Culture="en-CA" NEWLY_CREATED="1" CHANGED="1"/>')),
+        # Only its French description is new: the position is new.
+        opportunity_row("V4", op_name=descs(
+            '<DESC POSITION_TITLE="Cook" Culture="en-CA" NEWLY_CREATED="0" CHANGED="0"/>',
+            '<DESC POSITION_TITLE="Cuisinier" Culture="fr-CA" NEWLY_CREATED="1" CHANGED="1"/>')),
+    ]
+    profiles = [profile_row(profile_id=NEW_ONLY, email="new@example.org", updated=False,
+                            culture="fr-CA"),
+                profile_row(profile_id=CHANGED_ONLY, email="changed@example.org", updated=True),
+                profile_row(profile_id=BOTH, email="both@example.org", updated=True)]
+    sent = mail_of(profiles, {NEW_ONLY: True, CHANGED_ONLY: False, BOTH: True}, positions)
+
+    assert "* Accueil & aide - Meals & More (nouvelle)" in sent["new@example.org"]
+    assert "Gardener" in sent["new@example.org"] and "Cuisinier" in sent["new@example.org"]
+    assert "Driver" not in sent["new@example.org"]
+    assert "* Driver - Meals & More (updated)" in sent["changed@example.org"]
+    for title in ("Front desk", "Gardener", "Cook"):
+        assert title not in sent["changed@example.org"]
+    listed = [line for line in sent["both@example.org"].splitlines() if line.startswith("* ")]
+    assert [line.split(" - ")[0] for line in listed] == [
+        "* Front desk", "* Gardener", "* Cook", "* Driver"]  # new ones first
+
+
+def test_a_profile_with_chosen_times_does_not_get_a_position_without_any():
+    unscheduled = opportunity_row("V1", schedule=())
+    evenings = opportunity_row("V2", schedule=("SCH_TU_Evening",))
+    any_time, mornings, tuesdays = (
+        profile_row(profile_id=f"{{00000000-0000-4000-8000-00000000000{n}}}",
+                    email=f"p{n}@example.org", schedule=flags)
+        for n, flags in ((1, ()), (2, ("SCH_M_Morning",)),
+                         (3, ("SCH_M_Morning", "SCH_TU_Evening"))))
+    sent = mail_of([any_time, mornings, tuesdays],
+                   {row["ProfileID"]: True for row in (any_time, mornings, tuesdays)},
+                   [unscheduled, evenings])
+    assert "/volunteer/record/V1" in sent["p1@example.org"]
+    assert "/volunteer/record/V2" in sent["p1@example.org"]
+    assert "p2@example.org" not in sent  # neither has a Monday morning
+    assert "/volunteer/record/V1" not in sent["p3@example.org"]
+    assert "/volunteer/record/V2" in sent["p3@example.org"]
+
+
+def test_ages_and_lists_come_as_the_procedure_types_them():
+    position = opportunity(min_age=Decimal("16.00"), max_age=Decimal("17.00"),
+                           communities="4,12,40", interests="7")
+    assert position.communities == {4, 12, 40} and position.interests == {7}
+    assert matching.matches(profile(communities="12", interests=None, age=Decimal("17.92")),
+                            position)
+    assert not matching.matches(profile(communities="12", age=Decimal("18.00")), position)
+    assert not matching.matches(profile(communities=None), position)
+    assert opportunity(communities=None, interests=None).interests == frozenset()
+
+
+VIEW_INFO = descs('<DESC AccessURL="ciocdemo.cioc.ca" Culture="en-CA"/>',
+                  '<DESC ViewType="12" AccessURL="other.host/path" Culture="fr-CA"/>')
+
+
+@pytest.mark.parametrize("culture, view_info, expected", [
+    ("en-CA", VIEW_INFO, "https://ciocdemo.cioc.ca/volunteer/record/V1"),
+    ("fr-CA", VIEW_INFO, "https://other.host/path/volunteer/record/V1?UseVOLVw=12"),
+    # No entry in the profile's culture: the first one, the member's default view.
+    ("fr-CA", descs('<DESC AccessURL="ciocdemo.cioc.ca/" Culture="en-CA"/>'),
+     "https://ciocdemo.cioc.ca/volunteer/record/V1"),
+    ("en-CA", descs('<DESC ViewType="7" AccessURL="http://old.example.org" Culture="en-CA"/>'),
+     "http://old.example.org/volunteer/record/V1?UseVOLVw=7"),
+])
+def test_links_go_through_the_view_of_the_profiles_language(culture, view_info, expected):
+    row = profile_row(culture=culture)
+    sent = mail_of([row], {row["ProfileID"]: True}, [opportunity_row("V1", view_info=view_info)])
+    links = [line.strip() for line in sent["zoe@example.org"].splitlines()
+             if "/volunteer/record/" in line]
+    assert links == [expected]
+
+
+@pytest.mark.parametrize("token", [
+    "{B978427F-FCD8-44A2-B55F-407122566787}", "B978427F-FCD8-44A2-B55F-407122566787",
+    "b978427f-fcd8-44a2-b55f-407122566787", " {b978427f-fcd8-44a2-b55f-407122566787} ",
+])
+def test_the_unsubscribe_link_has_the_token_in_braces_whatever_the_driver_gives(token):
+    row = profile_row(token=token, email="zoé.roy@example.org".replace("é", "e"))
+    message = volnotify.build_message(volnotify.Renderer(), SETTINGS,
+                                      matching.Profile(row, True), [opportunity()])
+    expected = ("https://ciocdemo.cioc.ca/volunteer/profile/unsubscribe.asp?"
+                "email=zoe.roy%40example.org&token=%7BB978427F-FCD8-44A2-B55F-407122566787%7D")
+    assert message.headers["List-Unsubscribe"] == f"<{expected}>"
+    assert message.text.rstrip().endswith(expected)
+
+
+@pytest.mark.parametrize("token", [None, "", "not-a-guid", "{B978427F-FCD8-44A2-B55F}"])
+def test_a_profile_without_a_real_token_gets_no_message(token):
+    with pytest.raises(ValueError):
+        volnotify.build_message(volnotify.Renderer(), SETTINGS,
+                                matching.Profile(profile_row(token=token), True), [opportunity()])
+
+
+def at(days_ago, hour=12):
+    day = datetime.date.today() - datetime.timedelta(days=days_ago)
+    return schema.stamp(datetime.datetime.combine(day, datetime.time(hour)))
+
+
+def add_position(connection, vnum, titles, created, updated, community, **flags):
+    """A position of member 1 in the sample database, shown in its views."""
+    (num,) = connection.execute(
+        "SELECT NUM FROM GBL_BaseTable WHERE MemberID = 1 ORDER BY NUM").fetchone()
+    schema.insert(connection, "VOL_Opportunity", VNUM=vnum, MemberID=1, NUM=num,
+                  CREATED_DATE=created, MODIFIED_DATE=updated, **flags)
+    for lang_id, title in titles.items():
+        schema.insert(connection, "VOL_Opportunity_Description", VNUM=vnum, LangID=lang_id,
+                      POSITION_TITLE=title, CREATED_DATE=created, UPDATE_DATE=updated)
+    schema.insert(connection, "VOL_OP_CM", VNUM=vnum, CM_ID=community)
+    schema.insert(connection, "VOL_OP_CommunitySet", VNUM=vnum, CommunitySetID=1)
+
+
+def add_profile(connection, email, new, updated, community, lang_id=0, **values):
+    """A verified, active profile of member 1 in the sample database, in one community."""
+    guids = ["{" + str(uuid.uuid4()).upper() + "}" for _ in range(2)]
+    row = schema.insert(connection, "VOL_Profile", ProfileID=guids[0], UnsubscribeToken=guids[1],
+                        MemberID=1, Email=email, FirstName="Zoé", LastName="Roy",
+                        LangID=lang_id, NotifyNew=new, NotifyUpdated=updated,
+                        Verified=1, Active=1, Blocked=0, **values)
+    schema.insert(connection, "VOL_Profile_CM", ProfileID=row["ProfileID"], CM_ID=community)
+    return row
+
+
+def test_the_real_procedure_path_mails_new_and_changed_positions_to_who_asked(world):
+    community = 9001  # used by no other position or profile of the sample
+    with sqlite3.connect(world.database("ciocdemo")) as connection:
+        schema.insert(connection, "GBL_Community", CM_ID=community)
+        add_position(connection, "VTNEW", {0: "Front desk", 2: "Accueil & aide"},
+                     created=at(1), updated=at(1), community=community)
+        add_position(connection, "VTCHG", {0: "Driver"}, created=at(100), updated=at(1),
+                     community=community)
+        add_position(connection, "VTOLD", {0: "Archivist"}, created=at(100), updated=at(30),
+                     community=community)
+        add_profile(connection, "new.only@example.org", 1, 0, community, lang_id=2)
+        changed = add_profile(connection, "changed.only@example.org", 0, 1, community)
+        add_profile(connection, "both@example.org", 1, 1, community)
+        add_profile(connection, "neither@example.org", 0, 0, community)
+        add_profile(connection, "mondays@example.org", 1, 1, community, SCH_M_Morning=1)
+        # SQL Server gives a uniqueidentifier without braces
+        connection.execute("UPDATE VOL_Profile SET UnsubscribeToken = lower(substr("
+                           "UnsubscribeToken, 2, 36)) WHERE ProfileID = ?",
+                           (changed["ProfileID"],))
+
+    sent = {m["To"].addresses[0].addr_spec: m
+            for m in mails_of_a_run(world, SCRIPT, "-a", "ciocdemo", "--member", "1")}
+    texts = {to: m.get_body(("plain",)).get_content().replace("\r\n", "\n")
+             for to, m in sent.items()}
+    assert {"neither@example.org", "mondays@example.org"}.isdisjoint(sent)
+
+    assert sent["new.only@example.org"]["Subject"] == volnotify.SUBJECTS["fr_CA"]
+    assert "* Accueil & aide" in texts["new.only@example.org"]
+    assert "(nouvelle)\n  https://ciocdemo.cioc.ca/volunteer/record/VTNEW\n" in \
+        texts["new.only@example.org"]
+    assert "Driver" not in texts["new.only@example.org"]
+
+    assert "* Driver" in texts["changed.only@example.org"]
+    assert "(updated)\n  https://ciocdemo.cioc.ca/volunteer/record/VTCHG\n" in \
+        texts["changed.only@example.org"]
+    assert "Front desk" not in texts["changed.only@example.org"]
+    token = changed["UnsubscribeToken"]
+    assert f"token=%7B{token.strip('{}')}%7D" in sent["changed.only@example.org"]["List-Unsubscribe"]
+
+    listed = re.findall(r"^\* (\S+(?: \S+)?) - .* \((new|updated)\)$", texts["both@example.org"],
+                        re.MULTILINE)
+    assert listed == [("Front desk", "new"), ("Driver", "updated")]
+    for text in texts.values():
+        assert "Archivist" not in text  # changed before the window
+
+
+def test_a_member_not_using_volunteer_profiles_is_not_processed(world):
+    with sqlite3.connect(world.database("ciocdemo")) as connection:
+        connection.execute("UPDATE STP_Member SET UseVolunteerProfiles = 0 WHERE MemberID = 2")
+    result = run_command([sys.executable, SCRIPT, "-a", "ciocdemo"], world.env)
+    assert result.returncode == 0, result.stderr
+    assert "1 members, mailed" in result.stdout
+    senders = {m["From"].addresses[0].addr_spec for m in mails(world)}
+    assert senders == {"profils@ciocdemo1.example.org"}
+    with sqlite3.connect(world.database("ciocdemo")) as connection:
+        (date,) = connection.execute(
+            "SELECT LastVolProfileEmailDate FROM STP_Member WHERE MemberID = 2").fetchone()
+    assert date is None  # its window was not marked done either
+
+
 def test_volunteers_get_one_message_each_in_their_language(world):
     sent = mails_of_a_run(world, SCRIPT, "-a", "ciocdemo")
     french = [m for m in sent if m["Subject"] == volnotify.SUBJECTS["fr_CA"]]
@@ -154,7 +364,10 @@ def test_volunteers_get_one_message_each_in_their_language(world):
             message["From"].addresses[0].addr_spec == "benevolat@ciocdemo2.example.org"
         text = message.get_body(("plain",)).get_content()
         links = [line.strip() for line in text.splitlines() if "/volunteer/record/" in line]
-        assert links and all("?UseVOLVw=" in link for link in links)
+        # AccessURL and BaseURL are host names: the links get a scheme; the sample's views
+        # are each the default view or domain-mapped, so no link names a view.
+        assert links and all(re.fullmatch(r"https://[\w.-]+/volunteer/record/V\d{6}", link)
+                             for link in links), links
         kinds = [line for line in text.splitlines() if line.startswith("* ")]
         flags = ["(new)" in k or "(nouvelle)" in k for k in kinds]
         assert flags == sorted(flags, reverse=True)  # new ones first

@@ -122,8 +122,9 @@ def run_check(context):
         try:
             backend, detail, tasks = check_database(context, name)
         except Exception as error:
-            context.problem(f"{name}: {error}")
-            rows.append((name, "-", "FAILED", str(error)))
+            reason = without_name(error, name)
+            context.problem(f"{name}: {reason}")
+            rows.append((name, "-", "FAILED", reason))
             failed += 1
             continue
         rows.append((name, backend, "ok", detail))
