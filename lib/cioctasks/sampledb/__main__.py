@@ -22,10 +22,14 @@ def main(argv=None):
     create.add_argument("--scale", choices=list(generate.SCALES), default="small")
     create.add_argument("--seed", type=int, default=1)
     create.add_argument("--force", action="store_true", help="replace a non-empty DIR")
+    create.add_argument("--getinvolved", action="append", default=[], metavar="SITE",
+                        help="build SITE as a CIOC database from before GetInvolved was "
+                             "removed (2022), with its tables and procedures (repeatable)")
     args = parser.parse_args(argv)
     started = time.monotonic()
     try:
-        built = world.create(args.directory, args.sites, args.scale, args.seed, args.force)
+        built = world.create(args.directory, args.sites, args.scale, args.seed, args.force,
+                             getinvolved=tuple(args.getinvolved))
     except ConfigError as error:
         print(f"sampledb: error: {error}", file=sys.stderr)
         return error.exit_code

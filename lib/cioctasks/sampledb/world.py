@@ -196,6 +196,10 @@ def create(directory, sites=2, scale="small", seed=1, force=False, now=None, get
         shutil.rmtree(directory)
     now = (now or datetime.datetime.now()).replace(microsecond=0)
     world = World(directory, site_names(sites), scale, seed)
+    unknown = set(getinvolved) - set(world.sites)
+    if unknown:
+        raise ConfigError(f"--getinvolved {', '.join(sorted(unknown))}: not a site of this "
+                          f"world ({', '.join(world.sites)})")
     for folder in ("tools", "state", "mail", "databases"):
         (directory / folder).mkdir(parents=True, exist_ok=True)
     for number, site in enumerate(world.sites):
