@@ -25,42 +25,48 @@ import volnotify  # noqa: E402
 
 
 def flags(rng, none_chance):
-    if rng.random() < none_chance:
-        return {}
-    return {f: 1 for f in rng.sample(matching.FLAGS, rng.randint(1, 5))}
+    """All 21 SCH_* bit columns, as the procedure returns them; none set by ``none_chance``."""
+    chosen = () if rng.random() < none_chance else rng.sample(matching.FLAGS, rng.randint(1, 5))
+    return {f: f in chosen for f in matching.FLAGS}
 
 
 def make_opportunities(rng, count, communities=300, interests=80):
     result = []
     for n in range(count):
         roll = rng.random()
-        row = {"VNUM": f"V{n:06}", "AccessURL": "https://bench.cioc.ca",
+        row = {"VNUM": f"V{n:06}", "MemberID": 1, "AccessURL": None,
                "COMMUNITIES": ",".join(map(str, rng.sample(range(1, communities), rng.randint(2, 6)))),
                "INTERESTS": ",".join(map(str, rng.sample(range(1, interests), rng.randint(1, 3)))),
                "MIN_AGE": None if rng.random() < 0.5 else rng.choice((12, 14, 16, 18)),
                "MAX_AGE": None if rng.random() < 0.7 else rng.choice((17, 17.5, 25, 65)),
-               "OP_NAME": [{"Culture": "en-CA", "POSITION_TITLE": f"Position {n}",
-                            "NEW": int(roll < 0.6), "CHANGED": int(roll >= 0.6)}],
-               "ORG_NAME": [{"Culture": "en-CA", "ORG_LEVEL_1": f"Organization {n % 500}"}],
-               "ViewInfo": [{"Culture": "en-CA", "ViewType": 11, "AccessURL": "https://bench.cioc.ca"}]}
+               # sp_VOL_Profile_Notify's FOR XML columns as procs.decode_xml gives them
+               "OP_NAME": [{"POSITION_TITLE": f"Position {n}", "Culture": "en-CA",
+                            "NEWLY_CREATED": str(int(roll < 0.6)),
+                            "CHANGED": str(int(roll >= 0.5))}],
+               "ORG_NAME": [{"ORG_LEVEL_1": f"Organization {n % 500}", "Culture": "en-CA"}],
+               "ViewInfo": [{"AccessURL": "bench.cioc.ca", "Culture": "en-CA"},
+                            {"ViewType": "12", "AccessURL": "bench.cioc.ca", "Culture": "fr-CA"}]}
         row.update(flags(rng, 0.3))
         result.append(matching.Opportunity(row))
     return result
 
 
 def make_profiles(rng, count, communities=300, interests=80):
+    """Profiles as sp_VOL_Profile_Notify returns them (no NotifyNew column), each with the
+    NotifyNew volnotify reads from VOL_Profile."""
     result = []
     for n in range(count):
-        row = {"ProfileID": f"{{{n:08X}-0000-4000-8000-000000000000}}", "FirstName": "Zoé",
+        row = {"MemberID": 1, "ProfileID": f"{{{n:08X}-0000-4000-8000-000000000000}}",
+               "FirstName": "Zoé", "LastName": "Roy",
                "Email": f"volunteer{n}@example.org", "Culture": rng.choice(("en-CA", "fr-CA")),
-               "UnsubscribeToken": "{0F8FAD5B-D9CB-469F-A165-70867728950E}",
+               "UnsubscribeToken": "0f8fad5b-d9cb-469f-a165-70867728950e",
                "COMMUNITIES": ",".join(map(str, rng.sample(range(1, communities), rng.randint(1, 3)))),
                "INTERESTS": "" if rng.random() < 0.3 else
                ",".join(map(str, rng.sample(range(1, interests), rng.randint(1, 3)))),
                "AGE": None if rng.random() < 0.2 else rng.uniform(13, 80),
-               "NotifyNew": rng.random() < 0.8, "NotifyUpdated": rng.random() < 0.5}
+               "NotifyUpdated": rng.random() < 0.5}
         row.update(flags(rng, 0.4))
-        result.append(matching.Profile(row))
+        result.append(matching.Profile(row, notify_new=rng.random() < 0.8))
     return result
 
 
@@ -79,7 +85,7 @@ def deliver(profiles, opportunities, found, count):
     from cioctasks import config, mail
 
     renderer = volnotify.Renderer()
-    settings_row = {"BaseURL": "https://bench.cioc.ca", "DefaultEmailVOLProfile": "vol@bench.example",
+    settings_row = {"BaseURL": "bench.cioc.ca", "DefaultEmailVOLProfile": "vol@bench.example",
                     "DefaultEmailNameVOL": "Centre d'action bénévole"}
     chosen = list(found.items())[:count]
     with tempfile.TemporaryDirectory() as folder, SMTPServer() as server:

@@ -31,16 +31,15 @@ def descs(*elements):
 def opportunity_row(vnum="V1", communities="1", interests=None, min_age=None, max_age=None,
                     new=True, changed=False, schedule=(), op_name=None, view_info=None):
     """A row of sp_VOL_Profile_Notify's first result set, with its columns and types."""
-    row = {"VNUM": vnum, "MemberID": 1, "AccessURL": None,
-           **{flag: flag in schedule for flag in matching.FLAGS},
-           "MIN_AGE": None if min_age is None else Decimal(str(min_age)),
-           "MAX_AGE": None if max_age is None else Decimal(str(max_age)),
-           "COMMUNITIES": communities or None, "INTERESTS": interests or None,
-           "OP_NAME": op_name or descs(f'<DESC POSITION_TITLE="Driver" Culture="en-CA" '
-                                       f'NEWLY_CREATED="{int(new)}" CHANGED="{int(changed)}"/>'),
-           "ORG_NAME": descs('<DESC ORG_LEVEL_1="Meals &amp; More" Culture="en-CA"/>'),
-           "ViewInfo": view_info or descs('<DESC AccessURL="site.cioc.ca" Culture="en-CA"/>')}
-    return row
+    return {"VNUM": vnum, "MemberID": 1, "AccessURL": None,
+            **{flag: flag in schedule for flag in matching.FLAGS},
+            "MIN_AGE": None if min_age is None else Decimal(str(min_age)),
+            "MAX_AGE": None if max_age is None else Decimal(str(max_age)),
+            "COMMUNITIES": communities or None, "INTERESTS": interests or None,
+            "OP_NAME": op_name or descs(f'<DESC POSITION_TITLE="Driver" Culture="en-CA" '
+                                        f'NEWLY_CREATED="{int(new)}" CHANGED="{int(changed)}"/>'),
+            "ORG_NAME": descs('<DESC ORG_LEVEL_1="Meals &amp; More" Culture="en-CA"/>'),
+            "ViewInfo": view_info or descs('<DESC AccessURL="site.cioc.ca" Culture="en-CA"/>')}
 
 
 def opportunity(*args, **kwargs):
@@ -143,8 +142,12 @@ def mail_of(profile_rows, notify_new, opportunity_rows, settings_row=SETTINGS):
     profiles = [matching.Profile(row, notify_new[row["ProfileID"]]) for row in profile_rows]
     opportunities = [matching.Opportunity(row) for row in opportunity_rows]
     found = matching.match_all(profiles, opportunities)
-    assert found == {p: o for p in range(len(profiles)) for o in [[
-        i for i, opp in enumerate(opportunities) if matching.matches(profiles[p], opp)]] if o}
+    by_rules = {}
+    for p_index, profile_ in enumerate(profiles):
+        matched = [i for i, o in enumerate(opportunities) if matching.matches(profile_, o)]
+        if matched:
+            by_rules[p_index] = matched
+    assert found == by_rules  # the indexed matcher and the rules agree
     messages = {}
     for p_index, o_indexes in found.items():
         message = volnotify.build_message(renderer, settings_row, profiles[p_index],
@@ -161,7 +164,8 @@ def test_notify_new_gets_new_positions_and_notify_updated_gets_changed_ones():
     positions = [
         opportunity_row("V1", op_name=descs(
             '<DESC POSITION_TITLE="Front desk" Culture="en-CA" NEWLY_CREATED="1" CHANGED="0"/>',
-            '<DESC POSITION_TITLE="Accueil &amp; aide" Culture="fr-CA" NEWLY_CREATED="1" CHANGED="0"/>')),
+            '<DESC POSITION_TITLE="Accueil &amp; aide" Culture="fr-CA" '
+            'NEWLY_CREATED="1" CHANGED="0"/>')),
         # Created long ago, its description changed in the window.
         opportunity_row("V2", op_name=descs(
             '<DESC POSITION_TITLE="Driver" Culture="en-CA" NEWLY_CREATED="0" CHANGED="1"/>')),
@@ -245,7 +249,7 @@ def test_links_go_through_the_view_of_the_profiles_language(culture, view_info, 
     "b978427f-fcd8-44a2-b55f-407122566787", " {b978427f-fcd8-44a2-b55f-407122566787} ",
 ])
 def test_the_unsubscribe_link_has_the_token_in_braces_whatever_the_driver_gives(token):
-    row = profile_row(token=token, email="zoé.roy@example.org".replace("é", "e"))
+    row = profile_row(token=token, email="zoe.roy@example.org")
     message = volnotify.build_message(volnotify.Renderer(), SETTINGS,
                                       matching.Profile(row, True), [opportunity()])
     expected = ("https://ciocdemo.cioc.ca/volunteer/profile/unsubscribe.asp?"
@@ -327,7 +331,8 @@ def test_the_real_procedure_path_mails_new_and_changed_positions_to_who_asked(wo
         texts["changed.only@example.org"]
     assert "Front desk" not in texts["changed.only@example.org"]
     token = changed["UnsubscribeToken"]
-    assert f"token=%7B{token.strip('{}')}%7D" in sent["changed.only@example.org"]["List-Unsubscribe"]
+    unsubscribe = sent["changed.only@example.org"]["List-Unsubscribe"]
+    assert f"token=%7B{token.strip('{}')}%7D>" in unsubscribe  # braced again
 
     listed = re.findall(r"^\* (\S+(?: \S+)?) - .* \((new|updated)\)$", texts["both@example.org"],
                         re.MULTILINE)

@@ -236,8 +236,10 @@ class Inserter:
         key = (name, column)
         if key not in self._next:
             found = self.connection.execute(
-                f"SELECT MAX({quote(column)}) FROM {quote(name)}").fetchone()[0]
-            self._next[key] = int(found or 0) if str(found or 0).lstrip("-").isdigit() else 0
+                f"SELECT MAX({quote(column)}), COUNT(*) FROM {quote(name)}").fetchone()
+            # A number column continues from its highest value; any other from the row count.
+            highest = str(found[0] or 0)
+            self._next[key] = int(highest) if highest.lstrip("-").isdigit() else found[1]
         self._next[key] += 1
         return self._next[key]
 
