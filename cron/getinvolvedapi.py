@@ -170,14 +170,14 @@ def require_feature(database):
     """Raise Skipped if this database's CIOC version has no GetInvolved procedures (CIOC
     removed them in 2022), TaskError if the login may not run them."""
     states = {name: database.procedure_state(name) for name in PROCEDURES}
-    missing = [name for name, state in states.items() if state == "missing"]
+    denied = [name for name, state in states.items() if state == "denied"]
+    if denied:  # as `check` says: a grant missing is a failure, whatever else is missing
+        raise cioctasks.TaskError(f"this login may not EXECUTE {', '.join(denied)} "
+                                  "(CIOC grants it to cioc_maintenance_role)")
+    missing = [name for name, state in states.items() if state != "ok"]
     if missing:
         raise cioctasks.Skipped("the GetInvolved feature is not in this CIOC version "
                                 f"(CIOC removed it in 2022: no {', '.join(missing)})")
-    denied = [name for name, state in states.items() if state != "ok"]
-    if denied:
-        raise cioctasks.TaskError(f"the database login may not run {', '.join(denied)} "
-                                  "(no EXECUTE permission)")
 
 
 def own_positions(database, agency, now):

@@ -111,6 +111,15 @@ def test_a_first_sync_sends_every_opportunity_then_only_changes(old_world, site)
     english = opportunity["languages"]["en-CA"]
     assert english["url"].startswith("https://ciocdemo") and "/volunteer/record/" in english["url"]
     assert english["communities"] and all(c.endswith(", Ontario") for c in english["communities"])
+    with sqlite3.connect(old_world.database("ciocdemo")) as connection:
+        org_cultures = {}
+        for vnum, culture in connection.execute(
+                "SELECT vo.VNUM, l.Culture FROM VOL_Opportunity vo JOIN GBL_BaseTable_Description "
+                "btd ON btd.NUM = vo.NUM JOIN STP_Language l ON l.LangID = btd.LangID"):
+            org_cultures.setdefault(vnum, set()).add(culture)
+    # One language per language of the organization's name; the position's text is English.
+    assert all(set(o["languages"]) == org_cultures[o["id"]] for o in site.opportunities.values())
+    assert {"en-CA", "fr-CA"} in [set(o["languages"]) for o in site.opportunities.values()]
     second = run(old_world)
     assert "sent 0, withdrew 0" in second.stdout
     vnum = sorted(site.opportunities)[0]
@@ -138,10 +147,13 @@ def test_the_procedure_s_xml_name_lists_are_sent_as_names(old_world, site):
     with sqlite3.connect(old_world.database("ciocdemo")) as connection:
         connection.execute("INSERT INTO VOL_OP_AI (VNUM, AI_ID) SELECT 'X000001', AI_ID "
                            "FROM VOL_Interest_GetInvolved_Map WHERE GIInterestID = 1")
+        connection.executemany("INSERT INTO VOL_OP_CM (VNUM, CM_ID) VALUES ('X000001', ?)",
+                               [(cm_id,) for cm_id in range(2, 7)])
     result = run(old_world)
     assert result.returncode == 0, result.stderr
     english = site.opportunities["X000001"]["languages"]["en-CA"]
-    assert english["communities"] == ["Orléans & Cumberland, Ontario"]
+    assert len(english["communities"]) == 4  # the procedure's TOP 4, of 6
+    assert english["communities"][0] == "Orléans & Cumberland, Ontario"
     assert 'Arts & "Culture" <en> plein air' in english["interests"]
     every = [o["languages"][c] for o in site.opportunities.values() for c in o["languages"]]
     assert all(isinstance(name, str) and "<NAME" not in name and "&amp;" not in name
@@ -252,14 +264,15 @@ def test_a_procedure_the_login_may_not_run_fails_that_database(old_world, site):
             "from cioctasks import db\n"
             "state = db.Database.procedure_state\n"
             "db.Database.procedure_state = lambda self, name: (\n"
-            "    'denied' if name == 'sp_VOL_GetInvolved_Sync' else state(self, name))\n"
+            "    'denied' if name == 'sp_VOL_GetInvolved_Sync' and state(self, name) == 'ok'\n"
+            "    else state(self, name))\n"
             "sys.argv = sys.argv[1:]\n"
             "runpy.run_path(sys.argv[0], run_name='__main__')\n")
     result = run_command([sys.executable, "-c", code, SCRIPT, *FAST], old_world.env)
     assert result.returncode == 1
     assert_no_traceback(result)
-    assert ("the database login may not run sp_VOL_GetInvolved_Sync (no EXECUTE permission)"
-            in result.stderr)
+    assert ("this login may not EXECUTE sp_VOL_GetInvolved_Sync "
+            "(CIOC grants it to cioc_maintenance_role)" in result.stderr)
     assert "getinvolvedapi: failed: ciocdemo" in result.stderr
     assert "ciocnord: skipped" in result.stdout
     assert site.calls == []
