@@ -1,11 +1,16 @@
 """Mail volunteer record owners when an organization record linked to their opportunities
 became non-public or got a deletion date.
 
-Calls sp_VOL_NUMChanged_l with the start of the last successful run (first run: 24 hours
-back; --since overrides), and mails each agency's UpdateEmailVOL one message listing its
-changed records, in English and French as the records' languages require. The start time
-moves forward only once every message is sent or spooled; a rerun after a crash sends
-nothing twice and misses nothing.
+Each run reports the changes in one window of whole minutes: from the end of the last
+successful run's window (first run: 24 hours back; --since overrides) to the start of the
+minute one minute before now, so a change still being committed is left to the next run.
+sp_VOL_NUMChanged_l takes its start as a smalldatetime, which keeps whole minutes only,
+and has no end: it is called with the window's start, and the records whose NON_PUBLIC or
+DELETION_DATE changes all fall after the window's end wait for the next run. Each agency's
+UpdateEmailVOL gets one message listing its changed records, in English and French as the
+records' languages require. The window is stored before the first message and moves on
+only once every message is sent or spooled: a rerun after a crash reports the same window
+and skips the agencies already mailed, so each change is mailed once.
 """
 
 import datetime
@@ -18,6 +23,20 @@ from cioctasks import urls
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 FIRST_RUN = datetime.timedelta(hours=24)
+#: How far a window's end stays behind the run: a history row written by a transaction
+#: that had not committed when the run read it still falls in a later window.
+SETTLE = datetime.timedelta(minutes=1)
+
+
+def minute_of(moment):
+    """The whole minute at or before ``moment``: the precision of @MODIFIED_DATE
+    (smalldatetime), so the procedure gets the window's start exactly, not rounded."""
+    return moment.replace(second=0, microsecond=0)
+
+
+def window_end(now):
+    """The end of a window run at ``now``: the start of the minute one minute back."""
+    return minute_of(now - SETTLE)
 
 
 def one_line(text):
@@ -93,15 +112,32 @@ def base_urls_of(database, nums):
     return urls
 
 
-def notify(context, name, database, since, now):
-    """Send each agency its message; return (agencies mailed, agencies skipped, rows listed)."""
+def changed_in_window(database, since, until):
+    """The (NUM, LangID) of the records with a NON_PUBLIC or DELETION_DATE change (the
+    history entries sp_VOL_NUMChanged_l looks for) after ``since`` up to ``until``."""
+    rows = database.query_rows(
+        "SELECT DISTINCT h.NUM, h.LangID FROM GBL_BaseTable_History h "
+        "JOIN GBL_FieldOption fo ON h.FieldID = fo.FieldID "
+        "AND fo.FieldName IN ('NON_PUBLIC', 'DELETION_DATE') "
+        "WHERE h.MODIFIED_DATE > ? AND h.MODIFIED_DATE <= ?", since, until)
+    return {(row[0], row[1]) for row in rows}
+
+
+def notify(context, name, database, since, until, now, rescan=False):
+    """Send each agency its message for the changes in the window (since, until]; return
+    (agencies mailed, agencies skipped, rows listed, rows left to the next window).
+
+    ``rescan`` (--since): mail every agency and record nothing."""
     from cioctasks import mail  # email and ssl: loaded once there is mail to make
 
     (rows,) = database.call("sp_VOL_NUMChanged_l", since)
-    agencies = group_by_agency(rows)
-    base_urls = base_urls_of(database, [row["NUM"] for row in rows])
+    in_window = changed_in_window(database, since, until)
+    listed = [row for row in rows if (row["NUM"], row["LangID"]) in in_window]
+    later = len(rows) - len(listed)
+    agencies = group_by_agency(listed)
+    base_urls = base_urls_of(database, [row["NUM"] for row in listed])
     key_prefix = f"sent:{name}:{since.isoformat()}:"
-    done = context.state.items(context.task, key_prefix)
+    done = {} if rescan else context.state.items(context.task, key_prefix)
     sent = skipped = 0
     with context.mailer.session() as session:
         for agency, agency_rows in agencies.items():
@@ -118,51 +154,62 @@ def notify(context, name, database, since, now):
                 continue
             context.log.info("%s: %d records, %s to %s", agency, len(agency_rows), status,
                              ", ".join(message.recipients))
-            if not context.dry_run:
+            if not context.dry_run and not rescan:
                 context.state.set(context.task, key, status)
             sent += 1
-    return sent, skipped, len(rows)
+    return sent, skipped, len(listed), later
 
 
 def window_of(context, name, now):
-    """Return (since, until, resumed): the window this run reports on.
+    """Return (since, until, resumed): the window this run reports on, in whole minutes.
 
     The window is stored before the first message goes out, so a rerun after a crash
-    reports on the same start time and recognises the agencies already mailed.
+    reports on the same window and recognises the agencies already mailed. A start stored
+    with seconds (by an older version) is taken back to its minute: at worst a change is
+    mailed twice, never missed.
     """
     pending_key = f"window:{name}"
     pending = context.state.get(context.task, pending_key)
     if pending:
-        since, until = (datetime.datetime.fromisoformat(part) for part in pending.split("|"))
-        context.log.info("resuming the run that started at %s", until)
+        since, until = (minute_of(datetime.datetime.fromisoformat(part))
+                        for part in pending.split("|"))
+        context.log.info("resuming the run of the window %s to %s", since, until)
         return since, until, True
     stored = context.state.get(context.task, f"since:{name}")
-    since = datetime.datetime.fromisoformat(stored) if stored else now - FIRST_RUN
-    if not context.dry_run:
-        context.state.set(context.task, pending_key, f"{since.isoformat()}|{now.isoformat()}")
-    return since, now, False
+    since = minute_of(datetime.datetime.fromisoformat(stored) if stored else now - FIRST_RUN)
+    until = window_end(now)
+    if until > since and not context.dry_run:
+        context.state.set(context.task, pending_key, f"{since.isoformat()}|{until.isoformat()}")
+    return since, until, False
 
 
-def task(context, name):
-    now = datetime.datetime.now().replace(microsecond=0)
-    if context.args.since:
-        since, until = context.args.since, now
+def task(context, name, now=None):
+    """Report the changes of the next window of database ``name``. ``now``: the run's
+    clock (default: this machine's), so tests can place a run between changes."""
+    now = now or datetime.datetime.now().replace(microsecond=0)
+    rescan = bool(context.args.since)
+    if rescan:
+        since, until = minute_of(context.args.since), window_end(now)
     else:
         since, until, _ = window_of(context, name, now)
+    if until <= since:
+        return f"nothing to report yet: the window starting {since:%Y-%m-%d %H:%M} is not over"
     with context.connect(name) as database:
-        sent, skipped, rows = notify(context, name, database, since, now)
-    # A refused address is reported and kept in outbox/failed; it does not hold the start
-    # time back, or every later night would wait on it.
-    if not context.dry_run and not context.args.since:
-        # Agencies mailed before a crash saw the changes up to the crashed run's start
-        # only: the next window starts there, so a later change is never missed (at worst
-        # an agency mailed in the rerun sees a change a second time).
+        sent, skipped, rows, later = notify(context, name, database, since, until, now, rescan)
+    # A refused address is reported and kept in outbox/failed; it does not hold the window
+    # back, or every later night would wait on it.
+    if not context.dry_run and not rescan:
         finished = [*context.state.items(context.task, f"sent:{name}:"), f"window:{name}"]
-        context.state.set_many(context.task,
-                               {f"since:{name}": (until if skipped else now).isoformat()},
+        context.state.set_many(context.task, {f"since:{name}": until.isoformat()},
                                delete=finished)
     verb = "would mail" if context.dry_run else "mailed"
-    return f"{rows} changed record rows since {since:%Y-%m-%d %H:%M}; {verb} {sent} agencies"
+    summary = (f"{rows} changed record rows from {since:%Y-%m-%d %H:%M} to "
+               f"{until:%Y-%m-%d %H:%M}; {verb} {sent} agencies")
+    if skipped:
+        summary += f" ({skipped} already mailed before a crash)"
+    if later:
+        summary += f"; {later} rows of later changes left to the next run"
+    return summary
 
 
 def parse_since(text):
@@ -173,9 +220,9 @@ def parse_since(text):
 
 
 def add_arguments(parser):
-    parser.add_argument("--since", type=parse_since, metavar="'YYYY-MM-DD hh:mm:ss'",
-                        help="report changes since this time instead (the stored start "
-                             "time is left as it is)")
+    parser.add_argument("--since", type=parse_since, metavar="'YYYY-MM-DD hh:mm'",
+                        help="report the changes since this minute instead, to the end of "
+                             "the current window (the stored window is left as it is)")
 
 
 if __name__ == "__main__":
