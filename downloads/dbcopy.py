@@ -52,11 +52,12 @@ def quote(name):
 
 
 class Column:
-    def __init__(self, name, data_type, type_name, size):
+    def __init__(self, name, data_type, type_name, size, nullable=True):
         self.name = name
         self.data_type = data_type
         self.type_name = (type_name or "").lower()
         self.size = size or 0
+        self.nullable = nullable
 
     @property
     def kind(self):
@@ -93,11 +94,30 @@ def list_tables(source):
     return sorted(n for n in names if not n.lower().startswith(("sys", "sqlite_")))
 
 
+def _column(row):
+    # SQL_NO_NULLS is 0; SQL_NULLABLE 1 and SQL_NULLABLE_UNKNOWN 2 both may hold NULL.
+    return Column(row.column_name, row.data_type, row.type_name, row.column_size,
+                  nullable=row.nullable != 0)
+
+
+def list_columns(source, names):
+    """Return {table: [Column]} for the tables ``names``, in column order, from one
+    catalog call (one call per table costs a round trip each on SQL Server)."""
+    wanted = set(names)
+    found, schemas = {}, {}
+    for row in source.connection.cursor().columns():
+        # A name in two schemas: the first one's columns only (CIOC keeps all in dbo).
+        if row.table_name in wanted and schemas.setdefault(
+                row.table_name, row.table_schem) == row.table_schem:
+            found.setdefault(row.table_name, []).append((row.ordinal_position, _column(row)))
+    return {name: [column for _, column in sorted(columns, key=lambda item: item[0])]
+            for name, columns in found.items()}
+
+
 def describe(source, name):
     """Return the Table (columns and indexes) of one source table."""
     cursor = source.connection.cursor()
-    columns = [Column(c.column_name, c.data_type, c.type_name, c.column_size)
-               for c in cursor.columns(table=name)]
+    columns = [_column(c) for c in cursor.columns(table=name)]
     if not columns:
         raise CopyError(f"{name}: no such table or no columns")
     indexes = {}
@@ -247,11 +267,17 @@ def copy_table(source, target, table, condition=None, skip_columns=(), batch=BAT
     return copied
 
 
-def copy_database(source, target, plan, log=None):
-    """Copy every (table name, condition, skip_columns) of ``plan``; return {table: rows}."""
+def copy_database(source, target, plan, log=None, described=None):
+    """Copy every (table name, condition, skip_columns) of ``plan``; return {table: rows}.
+
+    ``described``, a dict, keeps each Table described across calls (one member's download
+    after another reads the catalog once)."""
     counts = {}
+    described = {} if described is None else described
     for name, condition, skip_columns in plan:
-        table = describe(source, name)
+        if name not in described:
+            described[name] = describe(source, name)
+        table = described[name]
         counts[name] = copy_table(source, target, table, condition, skip_columns)
         if log:
             log.debug("%s: %d rows", name, counts[name])

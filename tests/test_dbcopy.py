@@ -123,3 +123,27 @@ def test_dbcopy_runs_alone_as_a_script(cioc_env, tmp_path):
     assert_no_traceback(result)
     assert "1 tables, 1 rows" in result.stdout
     assert read(out, "SELECT MemberID FROM STP_Member") == [(1,)]
+
+
+def test_list_columns_reads_every_table_at_once_in_order_with_nullability(source):
+    columns = dbcopy.list_columns(source, ["GBL_BaseTable", "Empty_Table", "No_Such_Table"])
+    assert [c.name for c in columns["GBL_BaseTable"]] == [
+        "NUM", "MemberID", "RECORD_OWNER", "Secret", "CREATED_DATE", "Amount", "Logo", "Active"]
+    nullable = {c.name: c.nullable for c in columns["GBL_BaseTable"]}
+    assert nullable["NUM"] is False and nullable["MemberID"] is True
+    assert [c.name for c in columns["Empty_Table"]] == ["ID"]
+    assert "No_Such_Table" not in columns
+
+
+def test_each_table_is_described_once_across_downloads(source, tmp_path, monkeypatch):
+    calls = []
+    describe = dbcopy.describe
+    monkeypatch.setattr(dbcopy, "describe", lambda src, name: calls.append(name) or describe(src, name))
+    described = {}
+    for member_id in (1, 2):
+        target = dbcopy.SqliteTarget(tmp_path / f"member{member_id}.sqlite")
+        dbcopy.copy_database(source, target, [("GBL_BaseTable", f"MemberID = {member_id}", ()),
+                                              ("Empty_Table", None, ())], described=described)
+        target.close()
+    assert calls == ["GBL_BaseTable", "Empty_Table"]
+    assert read(tmp_path / "member2.sqlite", "SELECT COUNT(*) FROM GBL_BaseTable") == [(6173,)]
