@@ -48,18 +48,18 @@ print(json.dumps({"rows": rows, "seconds": seconds,
 MEMBER_CHILD = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
-import dbcopy, newdownloads
+import dbcopy, newdownloads, rules
 from cioctasks import db, udl
 source = db.open_connection(udl.connection_string(sys.argv[2], "SQLite3"), "bench")
 config = newdownloads.load_config(newdownloads.DEFAULT_CONFIG)
 started = time.perf_counter()
-schema = newdownloads.Schema.read(source, dbcopy.list_tables(source), config)
-scopes = newdownloads.compute_scopes(config, schema)
+schema = rules.Schema.read(source, dbcopy.list_tables(source), config)
+scopes = rules.compute_scopes(config, schema)
 result = {"rules": time.perf_counter() - started, "flavours": {}}
 described = {}
 for flavour in ("CIC", "VOL"):
-    copies = newdownloads.copy_plan(
-        newdownloads.record_plan(config, schema, flavour, scopes), 1, 2026)
+    copies = rules.copy_plan(
+        rules.record_plan(config, schema, flavour, scopes), 1, 2026)
     started = time.perf_counter()
     target = dbcopy.SqliteTarget(f"{sys.argv[3]}/{flavour}.sqlite")
     counts = dbcopy.copy_database(source, target, copies, described=described)

@@ -15,6 +15,7 @@ SCRIPT = ROOT / "downloads" / "newdownloads.py"
 sys.path.insert(0, str(ROOT / "downloads"))
 import dbcopy  # noqa: E402
 import newdownloads  # noqa: E402
+import rules  # noqa: E402
 
 
 def facts_schema(config):
@@ -23,7 +24,7 @@ def facts_schema(config):
 
     columns = {name: [dbcopy.Column(c["name"], 0, c["type"], 0, nullable=c.get("null", True))
                       for c in table["columns"]] for name, table in schema.tables().items()}
-    return newdownloads.Schema.build(columns, config)
+    return rules.Schema.build(columns, config)
 
 
 def download_folder(world, site="ciocdemo"):
@@ -145,8 +146,8 @@ def test_a_dry_run_writes_nothing(world):
 
 def test_rules_fill_in_the_member_over_the_real_schema():
     config = newdownloads.load_config(newdownloads.DEFAULT_CONFIG)
-    plan = {d.table: d for d in newdownloads.record_plan(config, facts_schema(config), "VOL")}
-    condition = {t: newdownloads.fill(d.condition, 3, 2026) for t, d in plan.items()}
+    plan = {d.table: d for d in rules.record_plan(config, facts_schema(config), "VOL")}
+    condition = {t: rules.fill(d.condition, 3, 2026) for t, d in plan.items()}
     assert condition["GBL_BaseTable"] == "[MemberID] = 3"
     opportunities = "SELECT [VNUM] FROM [VOL_Opportunity] WHERE [MemberID] = 3"
     assert condition["VOL_OP_CM"] == f"[VNUM] IN ({opportunities})"  # GBL_Community is shared
@@ -167,7 +168,7 @@ def test_no_configuration_copies_a_user_table_or_a_secret_column():
     config.update(shared_tables=["*"], not_copied=[], other_flavour_tables={}, skip_columns={},
                   conditions={"GBL_Users*": "MemberID_Cache = {MemberID}",
                               "VOL_Profile": "MemberID = {MemberID}"})
-    plan = {d.table: d for d in newdownloads.record_plan(config, facts_schema(config), "CIC")}
+    plan = {d.table: d for d in rules.record_plan(config, facts_schema(config), "CIC")}
     for table in ("GBL_Users", "GBL_Users_APICreds", "GBL_Users_History", "VOL_Profile",
                   "VOL_Profile_CM", "GBL_FeedAPIKey", "CIC_Offline_Machines"):
         assert not plan[table].copied and "user or credential" in plan[table].rule, table
@@ -181,14 +182,14 @@ def test_no_configuration_copies_a_user_table_or_a_secret_column():
     "DownloadPasswordVOL", "BillingInfoPassword", "GetInvolvedToken", "LastSuccessfulLogin",
     "PublicKey", "FeedAPIKey", "CredID", "Secret"])
 def test_secret_looking_columns(name):
-    assert newdownloads.is_secret_column(name)
+    assert rules.is_secret_column(name)
 
 
 @pytest.mark.parametrize("name", [
     "NUM", "MemberID", "BSrchKeywords", "KeywordType", "KeywordSearchTitle", "ACCREDITED",
     "ACCREDITATION_NOTES", "ORG_LEVEL_1", "UPDATE_EMAIL", "AcceptCookiePrompt"])
 def test_columns_that_only_look_like_secrets_are_kept(name):
-    assert not newdownloads.is_secret_column(name)
+    assert not rules.is_secret_column(name)
 
 
 def test_stats_runs_are_their_own_task_but_wait_for_the_record_downloads(world):
@@ -242,7 +243,7 @@ def test_the_plan_decides_every_table_of_the_real_schema_without_passwords_or_th
         decided[flavour, table] = decision
     assert set(decided) == {(f, t) for f in ("CIC", "VOL") for t in schema.tables()}
     # every real table is kept to the member, shared, or left out for a named reason
-    assert not [key for key, decision in decided.items() if newdownloads.NO_RULE in decision]
+    assert not [key for key, decision in decided.items() if rules.NO_RULE in decision]
     for flavour in ("CIC", "VOL"):
         assert decided[flavour, "GBL_Users"] == "not copied: a user or credential table: never copied"
         assert decided[flavour, "STP_Language"].startswith("copied (shared reference table)")
@@ -279,7 +280,7 @@ def test_no_download_holds_a_secret_column_or_another_members_row(world, tmp_pat
                 assert "GBL_BaseTable" in tables
                 for table in tables:
                     columns = [r[1] for r in connection.execute(f"PRAGMA table_info([{table}])")]
-                    assert not [c for c in columns if newdownloads.is_secret_column(c)], table
+                    assert not [c for c in columns if rules.is_secret_column(c)], table
                     for column in ("MemberID", "MemberID_Cache"):
                         if column in columns:
                             assert connection.execute(

@@ -4,7 +4,6 @@ import datetime
 import json
 import sqlite3
 import sys
-from pathlib import Path
 
 import pytest
 

@@ -197,7 +197,7 @@ PROFILE_NOTIFY_ENABLED = ("SELECT MemberID, UseVolunteerProfiles FROM STP_Member
 
 # sp_VOL_Profile_Notify @MemberID. The window starts at the member's last notification
 # (at least 14 days back, as a date) and ends today at midnight.
-_START = f"""(SELECT CASE WHEN LastVolProfileEmailDate IS NULL
+_START = """(SELECT CASE WHEN LastVolProfileEmailDate IS NULL
                            OR LastVolProfileEmailDate < date('now', 'localtime', '-14 days')
                       THEN date('now', 'localtime', '-14 days') || ' 00:00:00.000'
                       ELSE LastVolProfileEmailDate END
