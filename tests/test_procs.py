@@ -67,6 +67,18 @@ def test_the_decoder_reads_xml_as_the_real_procedures_return_it():
         procs.decode_xml("<DESCS><DESC unterminated")
 
 
+def test_text_that_is_not_xml_fails_that_database_in_one_line(database, monkeypatch):
+    from cioctasks import db
+
+    broken = procs.get("sp_VOL_Profile_Notify")._replace(
+        sample=("SELECT 'V1' AS VNUM, '<DESCS><DESC POSITION_TITLE=\"x' AS OP_NAME",))
+    monkeypatch.setitem(procs._table(), "sp_VOL_Profile_Notify", broken)
+    with pytest.raises(db.DatabaseError) as raised:
+        database.call("sp_VOL_Profile_Notify", 1)
+    assert str(raised.value).startswith("ciocdemo: sp_VOL_Profile_Notify returned OP_NAME that is not XML")
+    assert "\n" not in str(raised.value)
+
+
 def test_both_backends_decode_through_the_same_code(database):
     proc = procs.get("sp_VOL_Profile_Notify")
     raw = [[{"OP_NAME": '<DESCS><DESC POSITION_TITLE="x" Culture="en-CA"/></DESCS>',

@@ -278,7 +278,10 @@ class Database:
                 self.connection.autocommit = False
         if not proc.autocommit:
             self.commit()
-        return procs.normalize(proc, results)
+        try:
+            return procs.normalize(proc, results)
+        except ValueError as error:  # the server's text, not our bug: that database fails
+            raise DatabaseError(f"{self.name}: {udl.mask(str(error))[:300]}") from None
 
     def _call(self, proc, args):
         cursor = self._cursor()

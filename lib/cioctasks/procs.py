@@ -109,7 +109,8 @@ def decode_xml(text):
 
 def normalize(proc, results):
     """Return the result sets with the XML columns decoded into lists of dicts (an empty
-    list for NULL)."""
+    list for NULL). Raise ValueError naming the procedure and column for text that is not
+    XML."""
     if not proc.xml_columns:
         return results
     for rows in results:
@@ -119,7 +120,10 @@ def normalize(proc, results):
                 if isinstance(value, bytes):
                     value = value.decode("utf-8")
                 if isinstance(value, str) and value.strip():
-                    row[column] = decode_xml(value)
+                    try:
+                        row[column] = decode_xml(value)
+                    except ValueError as error:
+                        raise ValueError(f"{proc.name} returned {column} that is {error}") from None
                 elif column in row:
                     row[column] = []
     return results
