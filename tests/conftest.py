@@ -62,14 +62,13 @@ def python():
     return sys.executable
 
 
-@pytest.fixture
-def world(tmp_path, monkeypatch):
-    """A small two-site sample world in tmp_path/world; its settings set in os.environ.
-
-    Returns the World; ``world.env`` is the environment for subprocesses."""
+def make_world(tmp_path, monkeypatch, **options):
+    """Build a small two-site sample world in tmp_path/world (``options`` go to
+    ``sampledb.create``) and set its settings in os.environ; ``.env`` on the World is the
+    environment for subprocesses."""
     from cioctasks import sampledb
 
-    built = sampledb.create(tmp_path / "world", sites=2, scale="small", seed=1)
+    built = sampledb.create(tmp_path / "world", sites=2, scale="small", seed=1, **options)
     for key in list(os.environ):
         if key.startswith("CIOC_"):
             monkeypatch.delenv(key)
@@ -78,6 +77,12 @@ def world(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     built.env = clean_environ(**built.environ())
     return built
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    """A small two-site sample world of current CIOC databases (see ``make_world``)."""
+    return make_world(tmp_path, monkeypatch)
 
 
 def connect(world, site="ciocdemo"):

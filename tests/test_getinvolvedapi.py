@@ -8,13 +8,12 @@ ciocnord stays current.
 
 import datetime
 import json
-import os
 import sqlite3
 import sys
 
 import pytest
 
-from conftest import ROOT, assert_no_traceback, clean_environ, connect, run_command
+from conftest import ROOT, assert_no_traceback, connect, make_world, run_command
 from getinvolved_site import GetInvolvedSite
 
 SCRIPT = ROOT / "cron" / "getinvolvedapi.py"
@@ -28,18 +27,7 @@ import getinvolvedapi  # noqa: E402
 def old_world(tmp_path, monkeypatch):
     """A two-site sample world whose ciocdemo is a CIOC database from before GetInvolved was
     removed; its settings set in os.environ, ``old_world.env`` for subprocesses."""
-    from cioctasks import sampledb
-
-    built = sampledb.create(tmp_path / "world", sites=2, scale="small", seed=1,
-                            getinvolved=("ciocdemo",))
-    for key in list(os.environ):
-        if key.startswith("CIOC_"):
-            monkeypatch.delenv(key)
-    for key, value in built.environ().items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.chdir(tmp_path)
-    built.env = clean_environ(**built.environ())
-    return built
+    return make_world(tmp_path, monkeypatch, getinvolved=("ciocdemo",))
 
 
 def agencies(world, site="ciocdemo"):

@@ -27,26 +27,23 @@ def _names(select):
                        || '</NAMES>' FROM ({select}))"""
 
 
-_INTERESTS = _names("""
+def _mapped(table, key, name):
+    """The GetInvolved names (``table``.``name``, keyed by ``key``) that the position's
+    interests and skills map to, through both map tables, as the procedure unions them."""
+    return _names(f"""
     SELECT DISTINCT Name FROM (
-        SELECT gii.GIInterestName AS Name FROM VOL_OP_AI ai
+        SELECT gi.{name} AS Name FROM VOL_OP_AI ai
         JOIN VOL_Interest_GetInvolved_Map map ON ai.AI_ID = map.AI_ID
-        JOIN VOL_GetInvolved_Interest gii ON gii.GIInterestID = map.GIInterestID
+        JOIN {table} gi ON gi.{key} = map.{key}
         WHERE ai.VNUM = vo.VNUM
-        UNION SELECT gii.GIInterestName FROM VOL_OP_SK sk
+        UNION SELECT gi.{name} FROM VOL_OP_SK sk
         JOIN VOL_Skill_GetInvolved_Map map ON sk.SK_ID = map.SK_ID
-        JOIN VOL_GetInvolved_Interest gii ON gii.GIInterestID = map.GIInterestID
+        JOIN {table} gi ON gi.{key} = map.{key}
         WHERE sk.VNUM = vo.VNUM) ORDER BY Name""")
-_SKILLS = _names("""
-    SELECT DISTINCT Name FROM (
-        SELECT gis.GISkillName AS Name FROM VOL_OP_AI ai
-        JOIN VOL_Interest_GetInvolved_Map map ON ai.AI_ID = map.AI_ID
-        JOIN VOL_GetInvolved_Skill gis ON gis.GISkillID = map.GISkillID
-        WHERE ai.VNUM = vo.VNUM
-        UNION SELECT gis.GISkillName FROM VOL_OP_SK sk
-        JOIN VOL_Skill_GetInvolved_Map map ON sk.SK_ID = map.SK_ID
-        JOIN VOL_GetInvolved_Skill gis ON gis.GISkillID = map.GISkillID
-        WHERE sk.VNUM = vo.VNUM) ORDER BY Name""")
+
+
+_INTERESTS = _mapped("VOL_GetInvolved_Interest", "GIInterestID", "GIInterestName")
+_SKILLS = _mapped("VOL_GetInvolved_Skill", "GISkillID", "GISkillName")
 _COMMUNITIES = _names("""
     SELECT cmn.Name || ', Ontario' AS Name FROM GBL_Community_Name cmn
     JOIN VOL_OP_CM opcm ON cmn.CM_ID = opcm.CM_ID
