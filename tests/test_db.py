@@ -140,3 +140,41 @@ def test_a_table_is_read_whole_in_pages_with_its_condition(sites):
     assert all(len(batch) <= 4 for batch in batches)
     assert [row[0] for batch in batches for row in batch] == list(range(3, 40))
     assert sum(len(batch) for batch in everything) == 39
+
+
+class SqlServerAnswers(db.Database):
+    """A Database whose catalog questions are answered as SQL Server answers them for a
+    login: ``visible`` procedures (OBJECT_ID not NULL), ``granted`` ones (EXECUTE), and the
+    ``columns`` ({table: {column}}) its SELECT rights let it see."""
+
+    def __init__(self, visible, granted, columns):
+        super().__init__(connection=None, name="cioc", backend="mssql")
+        self.visible, self.granted, self.columns = visible, granted, columns
+
+    def query_rows(self, sql, *params):
+        name = params[0].removeprefix("dbo.")
+        if "HAS_PERMS_BY_NAME" in sql:
+            return [(1 if name in self.visible else None, 1 if name in self.granted else 0)]
+        if "COL_LENGTH" in sql:
+            return [(4 if params[1] in self.columns.get(name, ()) else None,)]
+        return [(1 if name in self.columns else None,)]
+
+
+CURRENT = {"GBL_Agency": {"AgencyCode", "UpdateEmailVOL"}, "STP_Member": {"UseVolunteerProfiles"}}
+OLDER = {**CURRENT, "GBL_Agency": {"AgencyCode", "GetInvolvedUser"},
+         "VOL_GetInvolved_Interest": {"GIInterestID"}}
+
+
+@pytest.mark.parametrize("visible, granted, columns, state", [
+    ({"sp_VOL_GetInvolved_Sync"}, {"sp_VOL_GetInvolved_Sync"}, OLDER, "ok"),
+    ({"sp_VOL_GetInvolved_Sync"}, set(), OLDER, "denied"),
+    # No EXECUTE and no VIEW DEFINITION: SQL Server hides the procedure, but its tables
+    # are there, so this CIOC version has it and the login lacks the grant.
+    (set(), set(), OLDER, "denied"),
+    # A current CIOC: neither the procedure nor the columns it read.
+    (set(), set(), CURRENT, "missing"),
+])
+def test_sql_server_tells_a_missing_procedure_from_one_the_login_may_not_run(
+        visible, granted, columns, state):
+    answers = SqlServerAnswers(visible, granted, columns)
+    assert answers.procedure_state("sp_VOL_GetInvolved_Sync") == state

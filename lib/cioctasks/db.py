@@ -310,27 +310,32 @@ class Database:
         """Whether this database has CIOC procedure ``name`` and the login may run it:
         ``ok``, ``missing`` (not in this CIOC version) or ``denied`` (no EXECUTE).
 
-        On SQL Server: OBJECT_ID and HAS_PERMS_BY_NAME. On the sample: the procedure
-        exists where the tables and columns it reads do."""
+        A procedure's ``requires`` (the tables and columns it reads) say whether this CIOC
+        version has it. On SQL Server, OBJECT_ID and HAS_PERMS_BY_NAME answer for the
+        procedure itself; a login without EXECUTE does not see it at all (OBJECT_ID is
+        NULL), so an unseen procedure whose tables and columns are there is ``denied``,
+        not ``missing``. On the sample, the procedure exists where its schema does."""
         from cioctasks import procs
 
-        if self.backend != "sample":
-            row = self.query_rows("SELECT OBJECT_ID(?, 'P'), HAS_PERMS_BY_NAME(?, 'OBJECT', 'EXECUTE')",
-                                  f"dbo.{name}", f"dbo.{name}")[0]
-            if row[0] is None:
-                return "missing"
-            return "ok" if row[1] == 1 else "denied"
-        for need in procs.get(name).requires:
-            table, _, column = need.partition(".")
-            if not self.has_column(table, column or None):
-                return "missing"
-        return "ok"
+        has_schema = all(self.has_column(*need.partition(".")[::2])
+                         for need in procs.get(name).requires)
+        if self.backend == "sample":
+            return "ok" if has_schema else "missing"
+        found, allowed = self.query_rows(
+            "SELECT OBJECT_ID(?, 'P'), HAS_PERMS_BY_NAME(?, 'OBJECT', 'EXECUTE')",
+            f"dbo.{name}", f"dbo.{name}")[0]
+        if found is None:
+            return "denied" if has_schema else "missing"
+        return "ok" if allowed == 1 else "denied"
 
-    def has_column(self, table, column=None):
-        """Whether the sample database has ``table`` (and ``column`` in it)."""
+    def has_column(self, table, column=""):
+        """Whether the database has ``table`` (and ``column`` in it, if one is named)."""
+        if self.backend != "sample":
+            sql = ("SELECT COL_LENGTH(?, ?)" if column else "SELECT OBJECT_ID(?, 'U')")
+            return self.query_rows(sql, f"dbo.{table}", *([column] if column else []))[0][0] is not None
         rows = self.query_rows("SELECT name FROM pragma_table_info(?)", table)
         names = {row[0].lower() for row in rows}
-        return bool(names) and (column is None or column.lower() in names)
+        return bool(names) and (not column or column.lower() in names)
 
 
 def today():
