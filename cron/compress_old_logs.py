@@ -4,16 +4,19 @@ Under CIOC_LOG_ROOT (or --root), each old file that is not already an archive go
 logs-YYYY-MM.zip in its own folder (the month of the file's date), under its own name. A
 night's files are added to a copy of the archive written beside it, read back and checked
 against the files' CRC and size, and only then does the copy replace the archive and the
-files get deleted: a crash leaves the old archive and the files as they were. A file
-already archived with the same content is just deleted; another file of the same name is
-stored beside it as name~2, never over it. A file that cannot be read or deleted (held
-open by the web server) is reported and the rest go on. The toolkit's own logs
+files get deleted: a crash leaves the old archive and the files as they were, and the
+copy, .logs-YYYY-MM.zip.<pid>.tmp, is removed by the next run once its process is gone.
+A file already archived with the same content is just deleted; another file of the same
+name is stored beside it as name~2, never over it. A file that cannot be read or deleted
+(held open by the web server) is reported and the rest go on. The toolkit's own logs
 (<CIOC_LOG_ROOT>/cioctasks) are left alone.
 """
 
 import collections
+import contextlib
 import datetime
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -23,6 +26,8 @@ import cioctasks
 ARCHIVE_SUFFIXES = (".zip", ".gz", ".tgz", ".7z", ".bz2", ".xz", ".tmp")
 CHUNK = 1 << 20
 Result = collections.namedtuple("Result", "files before after problems")
+#: The archives this script writes: their temporary files are the only ones it removes.
+LEFTOVER_TARGETS = re.compile(r"logs-[0-9]{4}-[0-9]{2}\.zip")
 
 
 def find_old_files(root, older_than_days, now=None):
@@ -68,6 +73,7 @@ def archive_group(archive, paths, level):
     import zipfile
 
     from cioctasks import files
+    from cioctasks.archive import abandon_zip
 
     problems, plan = [], []
     existing = {}
@@ -90,20 +96,35 @@ def archive_group(archive, paths, level):
         plan.append((path, name, signature))
     if not plan:
         return [p for p, _ in already], sum(size for _, size in already), problems
-    temporary = archive.with_name(f".{archive.name}.{os.getpid()}.tmp")
+    # Named for this process, so that the next run removes it if this one is killed.
+    fd, temporary = files.create_temporary(archive, private=True)
     try:
-        if archive.exists():
-            shutil.copyfile(archive, temporary)
-        with zipfile.ZipFile(temporary, "a" if archive.exists() else "w",
-                             compression=zipfile.ZIP_DEFLATED, compresslevel=level) as target:
-            for path, name, _ in plan:
-                target.write(path, arcname=name)
-        verified = verify(temporary, plan)
-        with open(temporary, "rb") as handle:
+        handle = os.fdopen(fd, "w+b")
+        try:
+            if archive.exists():
+                with open(archive, "rb") as current:
+                    shutil.copyfileobj(current, handle, CHUNK)
+            target = zipfile.ZipFile(handle, "a" if archive.exists() else "w",
+                                     compression=zipfile.ZIP_DEFLATED, compresslevel=level)
+            try:
+                for path, name, _ in plan:
+                    target.write(path, arcname=name)
+            except BaseException:
+                abandon_zip(target)  # a full disk: write no central directory to it
+                raise
+            target.close()
+            handle.flush()
             os.fsync(handle.fileno())
+        except BaseException:
+            with contextlib.suppress(OSError, ValueError):  # the disk may still be full
+                handle.close()
+            raise
+        handle.close()
+        verified = verify(temporary, plan)
+        os.chmod(temporary, files.plain_mode(archive))
         os.replace(temporary, archive)
     finally:
-        if temporary.exists():
+        with contextlib.suppress(OSError):  # else the next run removes it
             temporary.unlink()
     done = [p for p, _ in already] + [path for path, name, _ in plan if name in verified]
     for path, name, _ in plan:
@@ -130,10 +151,27 @@ def verify(archive, plan):
     return good
 
 
+def remove_leftovers(root, dry_run, log, now=None):
+    """Remove, in every folder under ``root``, the temporary archives
+    (``.logs-YYYY-MM.zip.<pid>.tmp``) left by runs that were killed; return how many."""
+    from cioctasks import files
+
+    removed = 0
+    own_logs = Path(root) / "cioctasks"
+    for folder, subfolders, names in os.walk(root):
+        if Path(folder) == own_logs:
+            subfolders[:] = []
+            continue
+        if any(files.TEMPORARY.match(name) for name in names):
+            removed += len(files.remove_leftovers(folder, LEFTOVER_TARGETS, log, dry_run, now))
+    return removed
+
+
 def compress(root, older_than_days, level, dry_run, log, now=None):
     """Archive old log files under ``root``; return a Result."""
     import zipfile
 
+    remove_leftovers(root, dry_run, log, now)
     groups = find_old_files(root, older_than_days, now)
     count = before = after = 0
     problems = []

@@ -11,8 +11,10 @@ copied first and a type map per target (``ACCESS_TYPES`` for the Microsoft Acces
     python downloads/dbcopy.py -a DATABASE OUTPUT [--table PATTERN]... [--where TABLE=SQL]...
 """
 
+import contextlib
 import datetime
 import fnmatch
+import os
 import sys
 from pathlib import Path
 
@@ -183,33 +185,73 @@ class Target:
 
 
 class SqliteTarget(Target):
-    """A new SQLite database file written with the stdlib driver (the fast path)."""
+    """A new SQLite database file written with the stdlib driver (the fast path). Any
+    error writing it (a full disk: "database or disk is full") is a CopyError naming the
+    file."""
 
     def __init__(self, path):
         import sqlite3
 
         _register_adapters()
         self.path = Path(path)
-        if self.path.exists():
-            self.path.unlink()
-        self.connection = sqlite3.connect(self.path, isolation_level=None)
-        # The file is built in a work folder and published only when whole: a crash
-        # means a rebuild, so there is no need to journal or sync while loading.
-        self.connection.execute("PRAGMA journal_mode=OFF")
-        self.connection.execute("PRAGMA synchronous=OFF")
-        self.connection.execute("PRAGMA cache_size=-65536")
+        self.connection = None
+        with self._writing():
+            if self.path.exists():
+                self.path.unlink()
+            self.connection = sqlite3.connect(self.path, isolation_level=None)
+            # The file is built in a work folder and published only when whole: a crash
+            # means a rebuild, so there is no need to journal or sync while loading.
+            self.connection.execute("PRAGMA journal_mode=OFF")
+            self.connection.execute("PRAGMA synchronous=OFF")
+            self.connection.execute("PRAGMA cache_size=-65536")
+
+    @contextlib.contextmanager
+    def _writing(self):
+        import sqlite3
+
+        try:
+            yield
+        except sqlite3.Error as error:
+            raise CopyError(f"cannot write {self.path}: {error}") from None
+        except OSError as error:
+            raise CopyError(f"cannot write {self.path}: {error.strerror or error}") from None
+
+    def create(self, table, columns):
+        with self._writing():
+            super().create(table, columns)
+
+    def create_indexes(self, table, columns):
+        with self._writing():
+            super().create_indexes(table, columns)
+
+    def count(self, table):
+        with self._writing():
+            return super().count(table)
 
     def insert(self, table, columns, batches):
+        import sqlite3
+
         marks = ", ".join("?" for _ in columns)
         sql = f"INSERT INTO {quote(table.name)} VALUES ({marks})"
         count = 0
-        self.connection.execute("BEGIN")
-        for rows in batches:
-            self.connection.executemany(sql, rows)
-            count += len(rows)
-        self.connection.execute("COMMIT")
+        with self._writing():
+            self.connection.execute("BEGIN")
+            try:
+                for rows in batches:
+                    self.connection.executemany(sql, rows)
+                    count += len(rows)
+                self.connection.execute("COMMIT")
+            except BaseException:
+                if self.connection.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self.connection.execute("ROLLBACK")
+                raise
         return count
 
+    def close(self):
+        if self.connection is not None:
+            with self._writing():
+                self.connection.close()
 
 
 class OdbcTarget(Target):
@@ -284,23 +326,58 @@ def copy_database(source, target, plan, log=None, described=None):
     return counts
 
 
+def choose_database(context):
+    """The database -a names, as the runner checks it for every other script: one of the
+    folders under CIOC_UDL_BASE (any case), else a ConfigError (exit 2) listing them, so
+    that a path such as ../UDLs/x never reaches the UDL lookup."""
+    from cioctasks import db
+
+    return db.select_databases(context.settings.udl_base, [context.args.database_name])[0]
+
+
 def copy_task(context):
-    """Copy the chosen tables of one database into OUTPUT (a SQLite file)."""
+    """Copy the chosen tables of one database into OUTPUT (a SQLite file), written beside
+    it and put in its place only when whole."""
+    from cioctasks import files
+
     args = context.args
-    wheres = dict(w.split("=", 1) for w in args.where)
+    wheres = dict(args.where)
     output = Path(args.output)
     if context.dry_run:
-        return f"would copy into {output}"
-    with context.connect(args.database_name) as source:
+        return f"would copy {context.prepared} into {output}"
+    with context.connect(context.prepared) as source:
         names = [n for n in list_tables(source)
                  if not args.table or any(fnmatch.fnmatch(n, p) for p in args.table)]
         plan = [(n, wheres.get(n), ()) for n in names]
-        target = SqliteTarget(output)
         try:
-            counts = copy_database(source, target, plan, context.log)
+            fd, temporary = files.create_temporary(output)
+        except OSError as error:
+            raise CopyError(f"cannot write {output}: {error.strerror or error}") from None
+        os.close(fd)
+        try:
+            target = SqliteTarget(temporary)
+            try:
+                counts = copy_database(source, target, plan, context.log)
+            finally:
+                target.close()
+            try:
+                files.publish(temporary, output)
+            except OSError as error:
+                raise CopyError(f"cannot write {output}: {error.strerror or error}") from None
         finally:
-            target.close()
+            with contextlib.suppress(OSError):
+                temporary.unlink()
     return f"{len(counts)} tables, {sum(counts.values())} rows into {output}"
+
+
+def table_condition(text):
+    """An argparse type for --where: TABLE=SQL as (table, condition)."""
+    import argparse
+
+    table, equals, condition = text.partition("=")
+    if not (table.strip() and equals and condition.strip()):
+        raise argparse.ArgumentTypeError(f"not TABLE=SQL: {text!r}")
+    return table.strip(), condition
 
 
 def add_arguments(parser):
@@ -310,8 +387,8 @@ def add_arguments(parser):
     parser.add_argument("--table", action="append", default=[], metavar="PATTERN",
                         help="copy only tables matching this pattern (repeatable)")
     parser.add_argument("--where", action="append", default=[], metavar="TABLE=SQL",
-                        help="a row condition for one table (repeatable)")
+                        type=table_condition, help="a row condition for one table (repeatable)")
 
 
 if __name__ == "__main__":
-    sys.exit(cioctasks.run(copy_task, add_arguments))
+    sys.exit(cioctasks.run(copy_task, add_arguments, prepare=choose_database))

@@ -14,11 +14,17 @@ in the work folder, pack it with the member's password, read the archive back, t
 file the web app serves as downloads/<DB>CIC.zip. A download that fails at any step leaves
 the previous one in place. Files of earlier versions the web app never serves
 (<DB>CIC<MemberID>.sqlite or .7z) are removed, and so is the file of a flavour the member
-no longer uses, which the web app refuses to serve.
+no longer uses, which the web app refuses to serve. A full disk fails that download in one
+line naming the file or folder; the other members and databases go on.
+
+An archive is written private (0600) under a temporary name, .<file>.<pid>.tmp, and gets
+its published mode only when whole. What a killed run left (such temporary archives of a
+process that is gone, database files in the work folder) is removed by the next run.
 """
 
 import argparse
 import datetime
+import re
 import runpy
 import sys
 from pathlib import Path
@@ -42,6 +48,9 @@ def load_config(path):
         values = runpy.run_path(str(path))
     except FileNotFoundError:
         raise cioctasks.ConfigError(f"no downloads configuration {path}") from None
+    except SystemExit as exit:  # sys.exit() or exit() in the file: its code is no exit code of ours
+        raise cioctasks.ConfigError(
+            f"{path}: it calls sys.exit({exit.code!r}) while it is read"[:300]) from None
     except Exception as error:
         raise cioctasks.ConfigError(
             f"{path}: {error.__class__.__name__}: {error}"[:300]) from None
@@ -70,6 +79,8 @@ def download_name(site, flavour, member_id, stats, year):
 
 #: Forms of a member download that earlier versions published and the web app never serves.
 STALE_SUFFIXES = (".sqlite", ".7z")
+#: The files of the work folder: a download's database (and a journal SQLite may leave).
+WORK_SUFFIXES = (".sqlite", ".sqlite-journal")
 
 
 def password_for(config, site, member, flavour):
@@ -102,6 +113,34 @@ def remove_files(context, folder, names):
     return removed
 
 
+def work_folder(context, site):
+    """Where a site's download databases are built, before they are packed."""
+    return Path(context.settings.state_dir) / "downloads" / site
+
+
+def remove_leftovers(context, site, folder, work):
+    """Remove what killed runs left behind: in the download folder, the temporary archives
+    (``.<DB>CIC<MemberID>.zip.<pid>.tmp``) of processes that are gone; in the work folder,
+    every database file, since only a run holding this task's lock (this one) writes
+    there. Nothing else is touched."""
+    ours = re.compile(re.escape(site) + r".+\.(?:zip|7z)", re.IGNORECASE)
+    files.remove_leftovers(folder, ours, context.log, context.dry_run)
+    try:
+        stale = sorted(p for p in work.iterdir() if p.name.endswith(WORK_SUFFIXES))
+    except OSError:
+        return  # no work folder yet
+    for path in stale:
+        if context.dry_run:
+            context.log.info("(dry run) would remove %s, left by a killed run", path)
+            continue
+        try:
+            files.safe_delete(path, work)
+        except (ValueError, OSError) as error:
+            context.log.warning("cannot remove %s, left by a killed run: %s", path, error)
+            continue
+        context.log.info("removed %s, left by a killed run", path)
+
+
 def build_download(context, source, plan, site, member, flavour, stats, year, described):
     """Build, pack and publish one member's download as the .zip the web app serves;
     return a short description."""
@@ -118,7 +157,7 @@ def build_download(context, source, plan, site, member, flavour, stats, year, de
     copies = rules.copy_plan(plan, member_id, year)
     if context.dry_run:
         return f"{name}.zip: would copy {len(copies)} tables{removed}"
-    work = Path(context.settings.state_dir) / "downloads" / site
+    work = work_folder(context, site)
     work.mkdir(parents=True, exist_ok=True)
     database_file = work / f"{name}.sqlite"
     try:
@@ -213,6 +252,7 @@ def task(context, site):
         return show_plan(context, site, flavours, year)
     built = 0
     folder = Path(context.settings.virtualservers_base) / site / "download"
+    remove_leftovers(context, site, folder, work_folder(context, site))
     with context.connect(site) as source:
         members = read_members(source, args.member)
         schema = rules.Schema.read(source, dbcopy.list_tables(source), config)

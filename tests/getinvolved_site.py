@@ -7,6 +7,32 @@ import json
 from werkzeug.wrappers import Response
 
 
+def wait_for_the_client_to_give_up(request, limit=60):
+    """Read the request, then wait until the client closes the connection (its timeout
+    fired and it dropped the request), at most ``limit`` seconds; return True if it did.
+
+    The server (pytest-httpserver's) handles one request at a time: the client's retry
+    waits in the listen queue and is answered once this returns."""
+    import select
+    import socket
+    import time
+
+    request.get_data()  # the body, so that what is left on the socket is the client's end
+    connection = request.environ["werkzeug.socket"]
+    deadline = time.monotonic() + limit
+    while (left := deadline - time.monotonic()) > 0:
+        readable, _, _ = select.select([connection], [], [], left)
+        if not readable:
+            break
+        try:
+            if connection.recv(1, socket.MSG_PEEK) == b"":
+                return True  # end of stream: the client closed the connection
+        except OSError:
+            return True  # reset: the client dropped the connection
+        time.sleep(0.01)  # more data (none expected): keep waiting for the end
+    return False
+
+
 class GetInvolvedSite:
     def __init__(self, httpserver, user=None, token=None):
         self.httpserver = httpserver
@@ -14,6 +40,7 @@ class GetInvolvedSite:
         self.opportunities = {}
         self.calls = []
         self.failures = []  # per call, in order: "500", "timeout", "401", "error", None
+        self.gave_up = []  # per "timeout": whether the client closed the connection first
         httpserver.expect_request("/rpc", method="POST").respond_with_handler(self.handle)
 
     @property
@@ -25,9 +52,9 @@ class GetInvolvedSite:
         if failure == "500":
             return Response("boom", status=500)
         if failure == "timeout":
-            import time
-
-            time.sleep(1.5)
+            # Answer only once the client has given up on this request: no race between a
+            # sleep here and the client's timeout, however slow the machine.
+            self.gave_up.append(wait_for_the_client_to_give_up(request))
             return Response("late", status=504)
         header = request.headers.get("Authorization", "")
         user, _, token = base64.b64decode(header.split(" ", 1)[-1] or b"").decode().partition(":")

@@ -1,6 +1,12 @@
 """Password archives, checked with the real 7z program."""
 
+import contextlib
+import errno
+import gc
+import io
+import os
 import shutil
+import stat
 import subprocess
 import sys
 
@@ -129,3 +135,98 @@ def test_ziptool_refuses_other_archive_types(cioc_env, tmp_path, sources):
                           "--password-env", "P"], env)
     assert result.returncode == 2
     assert "must end in .zip or .7z" in result.stderr
+
+
+# -- a full disk, and what a web server may see -----------------------------------------------
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permission bits")
+def test_an_archive_is_private_until_it_is_published(tmp_path, sources, monkeypatch):
+    modes = []
+    real = archive._verify_zip
+
+    def verify(path, expected, password):
+        modes.append(stat.S_IMODE(path.stat().st_mode))
+        return real(path, expected, password)
+
+    monkeypatch.setattr(archive, "_verify_zip", verify)
+    target = tmp_path / "ciocdemoCIC1.zip"
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    archive.pack(target, sources, PASSWORD)
+    assert modes == [0o600]
+    assert stat.S_IMODE(target.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+
+
+@pytest.fixture
+def unraisable(monkeypatch):
+    """The exceptions Python could only print ("Exception ignored in: ... __del__")."""
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda report: seen.append(report.exc_value))
+    yield seen
+    gc.collect()
+
+
+@contextlib.contextmanager
+def file_size_limit(size):
+    """Writes past ``size`` bytes of any file fail (EFBIG), as on a disk that is full."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX resource limits")
+@pytest.mark.parametrize("suffix", [".zip", ".7z"])
+def test_a_write_that_fails_is_one_error_naming_the_folder_and_leaves_nothing(
+        tmp_path, suffix, unraisable):
+    noise = tmp_path / "noise.bin"
+    noise.write_bytes(os.urandom(400_000))  # does not compress: the archive must grow
+    target = tmp_path / "out" / f"ciocdemoCIC1{suffix}"
+    archive.pack(target, [noise], PASSWORD)
+    before = target.read_bytes()
+    with file_size_limit(64 * 1024), pytest.raises(archive.ArchiveError) as error:
+        archive.pack(target, [noise], PASSWORD)
+    gc.collect()
+    assert str(error.value) == (f"ciocdemoCIC1{suffix}: cannot write the archive: "
+                                f"{target.parent}: {os.strerror(errno.EFBIG)}")
+    assert unraisable == []
+    assert target.read_bytes() == before
+    assert [p.name for p in target.parent.iterdir()] == [target.name]
+
+
+class FullDisk(io.FileIO):
+    """A file on a disk that fills up after ``room`` bytes."""
+
+    room = 10_000
+
+    def write(self, data):
+        if self.tell() + len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
+
+
+@pytest.mark.parametrize("suffix", [".zip", ".7z"])
+def test_a_full_disk_is_one_error_naming_the_folder(tmp_path, suffix, monkeypatch, unraisable):
+    real = archive._open_temporary
+
+    def on_a_full_disk(target):
+        handle, path = real(target)
+        full = FullDisk(os.dup(handle.fileno()), "r+")
+        handle.close()
+        return full, path
+
+    monkeypatch.setattr(archive, "_open_temporary", on_a_full_disk)
+    noise = tmp_path / "noise.bin"
+    noise.write_bytes(os.urandom(100_000))
+    target = tmp_path / "out" / f"ciocdemoCIC1{suffix}"
+    with pytest.raises(archive.ArchiveError) as error:
+        archive.pack(target, [noise], PASSWORD)
+    gc.collect()
+    assert str(error.value) == (f"ciocdemoCIC1{suffix}: cannot write the archive: "
+                                f"{target.parent}: {os.strerror(errno.ENOSPC)}")
+    assert unraisable == []
+    assert list(target.parent.iterdir()) == []

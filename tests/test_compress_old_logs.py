@@ -7,6 +7,8 @@ import sys
 import time
 import zipfile
 
+import pytest
+
 from conftest import ROOT, assert_no_traceback, run_command
 
 SCRIPT = ROOT / "cron" / "compress_old_logs.py"
@@ -120,3 +122,42 @@ def test_the_script_on_the_sample_world_and_its_dry_run(world):
     assert_no_traceback(result)
     assert list(logs.glob("ciocdemo/logs-*.zip"))
     assert "files archived" in result.stdout
+
+
+def test_the_copy_a_killed_run_left_is_removed_by_the_next_run_and_nothing_else(tmp_path):
+    import subprocess
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    gone = process.pid
+    leftover = aged(tmp_path / "site" / f".logs-{month(10)}.zip.{gone}.tmp", 0, "PK half")
+    deeper = aged(tmp_path / "site" / "python" / f".logs-{month(40)}.zip.{gone}-2.tmp", 0, "PK")
+    kept = [aged(tmp_path / "site" / f".access.log.{gone}.tmp", 0, "not ours"),
+            aged(tmp_path / "site" / f".logs-{month(10)}.zip.{os.getpid()}.tmp", 0, "running"),
+            aged(tmp_path / "cioctasks" / f".logs-{month(10)}.zip.{gone}.tmp", 0, "left alone")]
+    dry = compress_old_logs.compress(tmp_path, 6, 6, True, LOG, now=NOW)
+    assert dry.problems == [] and leftover.exists() and deeper.exists()
+    result = compress_old_logs.compress(tmp_path, 6, 6, False, LOG, now=NOW)
+    assert result.problems == []
+    assert not leftover.exists() and not deeper.exists()
+    assert all(path.exists() for path in kept)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permission bits")
+def test_the_copy_is_private_while_it_is_written(tmp_path, monkeypatch):
+    import stat
+
+    aged(tmp_path / "a.log", 10, "a\n")
+    modes = []
+    real = compress_old_logs.verify
+
+    def verify(archive, plan):
+        modes.append(stat.S_IMODE(archive.stat().st_mode))
+        return real(archive, plan)
+
+    monkeypatch.setattr(compress_old_logs, "verify", verify)
+    compress_old_logs.compress(tmp_path, 6, 6, False, LOG, now=NOW)
+    plain = aged(tmp_path / "plain", 0, "")
+    assert modes == [0o600]
+    archive = tmp_path / f"logs-{month(10)}.zip"
+    assert stat.S_IMODE(archive.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)

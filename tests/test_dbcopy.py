@@ -147,3 +147,60 @@ def test_each_table_is_described_once_across_downloads(source, tmp_path, monkeyp
         target.close()
     assert calls == ["GBL_BaseTable", "Empty_Table"]
     assert read(tmp_path / "member2.sqlite", "SELECT COUNT(*) FROM GBL_BaseTable") == [(6173,)]
+
+
+def test_a_full_disk_is_a_copy_error_naming_the_file(source, tmp_path):
+    out = tmp_path / "full.sqlite"
+    target = dbcopy.SqliteTarget(out)
+    target.connection.execute("PRAGMA max_page_count = 4")  # the disk holds four pages
+    with pytest.raises(dbcopy.CopyError) as error:
+        dbcopy.copy_database(source, target, [("GBL_BaseTable", None, ())])
+    target.close()
+    assert str(error.value) == f"cannot write {out}: database or disk is full"
+
+
+@pytest.fixture
+def alone(cioc_env, tmp_path):
+    """A site ciocdemo with one small table, for runs of the script."""
+    path = tmp_path / "alone.sqlite"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE STP_Member (MemberID INTEGER, LastDate DATETIME)")
+        connection.execute("INSERT INTO STP_Member VALUES (1, '2026-01-01 00:00:00')")
+    make_site(tmp_path / "UDLs", "ciocdemo", path)
+    return cioc_env
+
+
+@pytest.mark.parametrize("name", ["../UDLs/ciocdemo", "./ciocdemo", "nosuchsite"])
+def test_dbcopy_takes_only_a_database_the_runner_knows(alone, tmp_path, name):
+    out = tmp_path / "copy.sqlite"
+    result = run_command([sys.executable, ROOT / "downloads" / "dbcopy.py", "-a", name, out], alone)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert_no_traceback(result)
+    assert f"unknown database {name}; known: ciocdemo" in result.stderr
+    assert not out.exists()
+
+
+def test_dbcopy_takes_a_database_name_in_any_case(alone, tmp_path):
+    out = tmp_path / "copy.sqlite"
+    result = run_command([sys.executable, ROOT / "downloads" / "dbcopy.py", "-a", "CIOCDEMO", out],
+                         alone)
+    assert result.returncode == 0, result.stderr
+    assert read(out, "SELECT MemberID FROM STP_Member") == [(1,)]
+
+
+def test_a_where_without_a_table_is_a_usage_error(alone, tmp_path):
+    result = run_command([sys.executable, ROOT / "downloads" / "dbcopy.py", "-a", "ciocdemo",
+                          tmp_path / "copy.sqlite", "--where", "STP_Member"], alone)
+    assert result.returncode == 2
+    assert_no_traceback(result)
+    assert "not TABLE=SQL" in result.stderr
+
+
+def test_a_copy_that_fails_leaves_no_output_file(alone, tmp_path):
+    out = tmp_path / "copy.sqlite"
+    result = run_command([sys.executable, ROOT / "downloads" / "dbcopy.py", "-a", "ciocdemo", out,
+                          "--where", "STP_Member=NoSuchColumn = 1"], alone)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert_no_traceback(result)
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

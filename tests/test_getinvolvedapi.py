@@ -300,11 +300,15 @@ def test_a_refused_token_fails_that_agency_only(old_world, site):
 
 def test_a_timeout_is_retried_then_succeeds(old_world, site):
     site.credentials = None
-    site.failures = ["timeout"]
-    result = run_command([sys.executable, SCRIPT, "-a", "ciocdemo", "--retries", "2",
-                          "--backoff", "0", "--timeout", "0.5"], old_world.env)
+    site.failures = ["timeout"]  # answered only after the client has given up on it
+    result = run_command([sys.executable, SCRIPT, "-a", "ciocdemo", "--retries", "1",
+                          "--backoff", "0", "--timeout", "2"], old_world.env)
     assert result.returncode == 0, result.stderr
+    assert_no_traceback(result)
+    assert site.gave_up == [True]
     assert site.opportunities
+    log = old_world.directory / "logs" / "cioctasks" / "getinvolvedapi.log"
+    assert "ReadTimeout; retrying" in log.read_text(encoding="utf-8")
 
 
 def test_a_json_rpc_error_fails_the_agency_with_its_message(old_world, site):

@@ -347,3 +347,128 @@ def test_download_uncompressed_publishes_the_zip_the_web_app_serves_and_removes_
     assert not (folder / "ciocdemoCIC2.sqlite").exists() and not (folder / "ciocdemoCIC2.7z").exists()
     records = open_download(world, tmp_path, "ciocdemoCIC2.zip", member_password(world, 2, "CIC"))
     assert records.execute("SELECT DISTINCT MemberID FROM GBL_BaseTable").fetchall() == [(2,)]
+
+
+# -- unattended: no failure vanishes, nothing left behind --------------------------------------
+
+def test_a_configuration_that_calls_sys_exit_is_a_configuration_error(world, tmp_path):
+    config = tmp_path / "exits.py"
+    config.write_text("import sys\nsys.exit(3)\n", encoding="utf-8")
+    result = run_command([sys.executable, SCRIPT, "--config", config], world.env)
+    assert result.returncode == 2
+    assert_no_traceback(result)
+    (line,) = result.stderr.strip().splitlines()
+    assert line == f"newdownloads: {config}: it calls sys.exit(3) while it is read"
+
+
+def dead_pid():
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_the_next_run_removes_what_a_killed_run_left_and_nothing_else(world):
+    folder = download_folder(world)
+    gone = dead_pid()
+    leftovers = [folder / f".ciocdemoCIC1.zip.{gone}.tmp", folder / f".ciocdemoVOL9.zip.{gone}.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"PK half an archive")
+    work = world.directory / "state" / "downloads" / "ciocdemo"
+    work.mkdir(parents=True)
+    (work / "ciocdemoCIC9.sqlite").write_bytes(b"a member's records, half copied")
+    kept = [folder / f".readme.html.{gone}.tmp", folder / ".ciocdemoCIC1.zip.tmp",
+            folder / "ciocdemoCIC9.zip"]
+    for path in kept:
+        path.write_bytes(b"not ours to remove")
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]) as running:
+        try:
+            busy = folder / f".ciocdemoVOL2.zip.{running.pid}.tmp"  # a run still writing it
+            busy.write_bytes(b"PK")
+            dry = run_command([sys.executable, SCRIPT, "-a", "ciocdemo", "--member", "1", "-n"],
+                              world.env)
+            assert dry.returncode == 0, dry.stderr
+            assert all(path.exists() for path in leftovers)
+            result = run_command([sys.executable, SCRIPT, "-a", "ciocdemo", "--member", "1", "-v"],
+                                 world.env)
+        finally:
+            running.kill()
+    assert result.returncode == 0, result.stderr
+    assert_no_traceback(result)
+    assert not any(path.exists() for path in leftovers)
+    assert list(work.iterdir()) == []
+    assert all(path.exists() for path in kept) and busy.exists()
+    assert f"removed {leftovers[0]}, left by a killed run (process {gone} is gone)" in result.stderr
+
+
+#: Runs a script (argv[2:]) with one member's work database on a full disk: four pages.
+FULL_WORK_FOLDER = """
+import runpy, sys
+sys.path.insert(0, sys.argv[1])
+import dbcopy
+real = dbcopy.SqliteTarget.__init__
+def on_a_full_disk(self, path):
+    real(self, path)
+    if self.path.name == "ciocdemoCIC1.sqlite":
+        self.connection.execute("PRAGMA max_page_count = 4")
+dbcopy.SqliteTarget.__init__ = on_a_full_disk
+sys.argv = sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+#: Runs a script (argv[2:]) where writing ciocdemoCIC1.zip fails past 32 KB, as on a full
+#: disk (POSIX: a file size limit, EFBIG).
+FULL_DOWNLOAD_FOLDER = """
+import resource, runpy, sys
+from pathlib import Path
+from cioctasks import archive
+real = archive.pack
+def pack(target, *args, **options):
+    if Path(target).name != "ciocdemoCIC1.zip":
+        return real(target, *args, **options)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (32 * 1024, hard))
+    try:
+        return real(target, *args, **options)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+archive.pack = pack
+sys.argv = sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def assert_one_failure_and_the_rest_built(world, result, failure):
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert_no_traceback(result)
+    assert "Exception ignored" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if "member 1 CIC" in line]
+    assert lines == [f"newdownloads[ciocdemo]: ciocdemo member 1 CIC: {failure}"]
+    assert "ciocdemo: failed" in result.stdout and "built 3 record downloads" in result.stdout
+    assert "ciocnord: ok" in result.stdout and "built 4 record downloads" in result.stdout
+    names = [p.name for p in download_folder(world).iterdir()]
+    assert not [name for name in names if name.endswith(".tmp")]
+    assert list((world.directory / "state" / "downloads" / "ciocdemo").iterdir()) == []
+
+
+def test_a_full_work_folder_fails_that_download_in_one_line_and_the_rest_go_on(world):
+    previous = (download_folder(world) / "ciocdemoCIC1.zip").read_bytes()
+    result = run_command([sys.executable, "-c", FULL_WORK_FOLDER, ROOT / "downloads", SCRIPT],
+                         world.env)
+    work = world.directory / "state" / "downloads" / "ciocdemo" / "ciocdemoCIC1.sqlite"
+    assert_one_failure_and_the_rest_built(
+        world, result, f"cannot write {work}: database or disk is full")
+    assert (download_folder(world) / "ciocdemoCIC1.zip").read_bytes() == previous
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX resource limits")
+def test_a_full_download_folder_fails_that_download_in_one_line_and_the_rest_go_on(world):
+    import errno
+    import os
+
+    previous = (download_folder(world) / "ciocdemoCIC1.zip").read_bytes()
+    result = run_command([sys.executable, "-c", FULL_DOWNLOAD_FOLDER, ROOT / "downloads", SCRIPT],
+                         world.env)
+    assert_one_failure_and_the_rest_built(
+        world, result, f"ciocdemoCIC1.zip: cannot write the archive: {download_folder(world)}: "
+                       f"{os.strerror(errno.EFBIG)}")
+    assert (download_folder(world) / "ciocdemoCIC1.zip").read_bytes() == previous

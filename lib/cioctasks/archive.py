@@ -3,10 +3,13 @@ and encrypted names (py7zr).
 
 ``pack`` writes the archive to a temporary file beside the target, reads every member back
 with the password and checks it, and only then replaces the target atomically: a download
-that fails at any step leaves the previous one in place. Passwords never reach a command
-line, a log line or an exception message.
+that fails at any step leaves the previous one in place. The temporary file is private
+(0600) until it is published, so that a web server never serves half an archive, and named
+for this process (``files.TEMPORARY``) so that a later run removes it if this one is
+killed. Passwords never reach a command line, a log line or an exception message.
 """
 
+import contextlib
 import os
 import zlib
 from pathlib import Path
@@ -37,17 +40,30 @@ def _check_password(password):
         raise ArchiveError("the archive password holds a line break or NUL")
 
 
-def _write_zip(temporary, members, password, level):
+def abandon_zip(archive):
+    """Forget a zip archive (zipfile's or pyzipper's) whose writing failed, writing nothing
+    more: its file is being removed. pyzipper leaves a member's writer open when a write
+    fails, and then its close(), and __del__ at garbage collection, raise ValueError ("an
+    open writing handle") over the real error; zipfile's close() would write the central
+    directory to the full disk again."""
+    archive._writing = False
+    archive.fp = None
+
+
+def _write_zip(handle, members, password, level):
     import pyzipper
 
-    with pyzipper.AESZipFile(
-        temporary, "w", compression=pyzipper.ZIP_DEFLATED, compresslevel=level,
-        encryption=pyzipper.WZ_AES,
-    ) as archive:
+    archive = pyzipper.AESZipFile(handle, "w", compression=pyzipper.ZIP_DEFLATED,
+                                  compresslevel=level, encryption=pyzipper.WZ_AES)
+    try:
         archive.setpassword(password.encode("utf-8"))
         archive.setencryption(pyzipper.WZ_AES, nbits=256)
         for name, source in members:
             archive.write(source, arcname=name)
+    except BaseException:
+        abandon_zip(archive)
+        raise
+    archive.close()
 
 
 def _verify_zip(path, expected, password):
@@ -71,12 +87,12 @@ def _verify_zip(path, expected, password):
                 raise ArchiveError(f"{path.name}: {name} does not read back as written")
 
 
-def _write_7z(temporary, members, password, level):
+def _write_7z(handle, members, password, level):
     import py7zr
 
     filters = [{"id": py7zr.FILTER_LZMA2, "preset": min(level, 9)},
                {"id": py7zr.FILTER_CRYPTO_AES256_SHA256}]
-    with py7zr.SevenZipFile(temporary, "w", password=password, header_encryption=True,
+    with py7zr.SevenZipFile(handle, "w", password=password, header_encryption=True,
                             filters=filters) as archive:
         for name, source in members:
             archive.write(source, arcname=name)
@@ -112,25 +128,52 @@ def pack(target, sources, password, level=6, archive_format=None):
         expected = {name: files.crc_and_size(source) for name, source in members}
     except OSError as error:
         raise ArchiveError(f"cannot read {error.filename}: {error.strerror}") from None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     write, verify = (_write_zip, _verify_zip) if archive_format == "zip" else (_write_7z, _verify_7z)
+    temporary = None
     try:
-        write(temporary, members, password, level)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = _open_temporary(target)
+        try:
+            write(handle, members, password, level)
+            handle.flush()
+            os.fsync(handle.fileno())
+        except BaseException:
+            with contextlib.suppress(OSError, ValueError):  # the disk may still be full
+                handle.close()
+            raise
+        handle.close()
         verify(temporary, expected, password)
         size = temporary.stat().st_size
+        os.chmod(temporary, files.plain_mode(target))
         files.publish(temporary, target)
         return size
     except ArchiveError:
         raise
+    except OSError as error:
+        if not error.strerror:
+            raise _failure(target, error, password) from None
+        # A full disk, a folder we may not write: the one line names the place.
+        where = error.filename or target.parent
+        raise ArchiveError(f"{target.name}: cannot write the archive: {where}: "
+                           f"{error.strerror}") from None
     except Exception as error:
-        raise ArchiveError(
-            f"{target.name}: cannot write the archive: {error.__class__.__name__}: "
-            f"{str(error).replace(password, '***')}"
-        ) from None
+        raise _failure(target, error, password) from None
     finally:
-        if temporary.exists():
-            temporary.unlink()
+        if temporary is not None:
+            with contextlib.suppress(OSError):  # else the next run removes it
+                temporary.unlink()
+
+
+def _open_temporary(target):
+    """The file the archive is written to: beside ``target``, private until published,
+    named for this process. Return (binary file open for writing and reading, path)."""
+    fd, path = files.create_temporary(target, private=True)
+    return os.fdopen(fd, "w+b"), path
+
+
+def _failure(target, error, password):
+    return ArchiveError(f"{target.name}: cannot write the archive: "
+                        f"{error.__class__.__name__}: {str(error).replace(password, '***')}")
 
 
 def extract(archive_path, password, destination):
