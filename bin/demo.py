@@ -1,7 +1,12 @@
-"""Build the sample world in ./demo, run every task against it as a night would, show what
-happened. Run through ``bin/demo`` (or ``bin\\demo.cmd``), which installs what is missing.
+"""Build the sample world in ./demo, run every task against it as a night would, and show
+what happened. Run through bin/demo (or bin\\demo.cmd), which installs what is missing first.
 
-    python bin/demo.py [--dir DIR] [--sites N] [--scale small|medium|large] [--keep]
+    python bin/demo.py [--dir DIR] [--sites N] [--scale small|medium|large]
+
+Each run builds the world again from scratch: DIR is replaced only when it holds a sample
+world (python -m cioctasks.sampledb create writes a .cioctasks-sample-world file into it);
+a DIR that is a file or holds anything else is left alone, with exit 2. The world stays in
+DIR afterwards for you to look at: mail as .eml files, downloads, logs, the status page.
 """
 
 import argparse
@@ -145,13 +150,38 @@ def run(args, env, label=None):
     return result.returncode, seconds, result.stdout
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", type=Path, default=ROOT / "demo")
-    parser.add_argument("--sites", type=int, default=2)
-    parser.add_argument("--scale", default="small", choices=("small", "medium", "large"))
-    args = parser.parse_args()
+def refusal(folder):
+    """Why the demo may not build its world in ``folder`` (a file, or a folder holding
+    something other than a sample world), or None."""
+    from cioctasks.sampledb import world
+
+    try:
+        if folder.exists() and not folder.is_dir():
+            return f"--dir {folder} is a file, not a folder"
+        if folder.is_dir() and any(folder.iterdir()) and not world.is_sample_world(folder):
+            return (f"--dir {folder} is not empty and not a sample world (it has no "
+                    f"{world.MARKER}): it is left alone; give a new or empty folder")
+    except OSError as error:
+        return f"--dir {folder}: {error.strerror or error}"
+    return None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="bin/demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dir", type=Path, default=ROOT / "demo",
+                        help="where to build the sample world: a new or empty folder, or a "
+                             "sample world to replace (default ./demo)")
+    parser.add_argument("--sites", type=int, default=2,
+                        help="how many sites (databases) the world has (default 2)")
+    parser.add_argument("--scale", default="small", choices=("small", "medium", "large"),
+                        help="how many records each site holds (default small)")
+    args = parser.parse_args(argv)
     world = args.dir.resolve()
+    refused = refusal(world)
+    if refused:
+        print(f"demo: error: {refused}", file=sys.stderr)
+        return 2
     python = sys.executable
     env = {k: v for k, v in os.environ.items() if not k.startswith("CIOC_")}
     env.update(PYTHONUTF8="1", CIOC_ENV_FILE=str(world / ".env"))

@@ -1,10 +1,14 @@
 """The built-in commands run as a user would: python -m cioctasks check | status."""
 
+import contextlib
+import socket
 import sqlite3
 import sys
+import threading
 from pathlib import Path
 
 from conftest import assert_no_traceback, clean_environ, run_command
+from smtpserver import SMTPServer
 from test_db import make_site
 
 
@@ -174,3 +178,162 @@ def test_the_command_list_is_the_help(cioc_env):
     result = run_command([sys.executable, "-m", "cioctasks", "--help"], cioc_env)
     assert result.returncode == 0
     assert "check" in result.stdout and "status" in result.stdout
+
+
+def check_rows(stdout):
+    """The rows of the check table that are not databases: {what: (backend, result, detail)}."""
+    rows = {}
+    for line in stdout.splitlines()[2:]:
+        if not line.startswith(" "):
+            what, backend, result, *detail = line.split(maxsplit=3)
+            rows[what] = (backend, result, " ".join(detail))
+    return rows
+
+
+def test_check_fails_when_no_one_would_be_told_of_a_failure(cioc_env):
+    env = dict(cioc_env)
+    del env["CIOC_TASK_NOTIFY_EMAIL"]
+    result = run_command([sys.executable, "-m", "cioctasks", "check"], env)
+    assert result.returncode == 1
+    assert_no_traceback(result)
+    backend, outcome, detail = check_rows(result.stdout)["notify"]
+    assert outcome == "FAILED" and "CIOC_TASK_NOTIFY_EMAIL is not set" in detail
+    assert "check: notify: CIOC_TASK_NOTIFY_EMAIL is not set" in result.stderr
+
+
+def test_check_says_the_file_backend_writes_failures_into_a_folder_not_mailed(world):
+    result = run_command([sys.executable, "-m", "cioctasks", "check"], world.env)
+    assert result.returncode == 0, result.stderr
+    rows = check_rows(result.stdout)
+    mail_dir = world.environ()["CIOC_MAIL_DIR"]
+    assert rows["notify"] == ("file", "ok", f"failures to tasks@example.org are written into "
+                                            f"{mail_dir}, not mailed: someone must read that folder")
+
+
+def test_check_fails_when_the_file_backend_cannot_write_its_folder(cioc_env, tmp_path):
+    (tmp_path / "blocker").write_text("", encoding="utf-8")
+    env = dict(cioc_env, CIOC_MAIL_DIR=str(tmp_path / "blocker" / "mail"))
+    result = run_command([sys.executable, "-m", "cioctasks", "check"], env)
+    assert result.returncode == 1
+    _, outcome, detail = check_rows(result.stdout)["notify"]
+    assert outcome == "FAILED" and f"{tmp_path / 'blocker'} is a file, not a folder" in detail
+    assert not (tmp_path / "blocker" / "mail").exists()
+
+
+def test_check_fails_when_the_mail_server_refuses_the_notify_address(cioc_env):
+    with SMTPServer() as server:
+        server.refuse.add("tasks@example.org")
+        env = dict(cioc_env, **server.environ())
+        result = run_command([sys.executable, "-m", "cioctasks", "check"], env)
+        refused = run_command([sys.executable, "-m", "cioctasks", "check"],
+                              dict(env, CIOC_TASK_NOTIFY_EMAIL="ops@example.org"))
+    assert result.returncode == 1
+    assert_no_traceback(result)
+    rows = check_rows(result.stdout)
+    assert rows["mail"][1] == "ok"
+    assert rows["notify"][1] == "FAILED"
+    assert rows["notify"][2] == (f"failures to tasks@example.org cannot be mailed: mail server "
+                                 f"127.0.0.1:{server.port} answers 550 5.1.1 no such mailbox")
+    assert "check: notify: failures to tasks@example.org cannot be mailed" in result.stderr
+    assert refused.returncode == 0, refused.stderr
+    assert check_rows(refused.stdout)["notify"] == (
+        "smtp", "ok", "failures are mailed to ops@example.org (the server takes it, from and to)")
+    assert server.messages == []  # asking sends nothing
+
+
+def test_check_counts_the_outbox_and_fails_on_mail_refused_for_good(cioc_env, tmp_path):
+    from cioctasks import outbox
+
+    box = outbox.Outbox(tmp_path / "outbox")
+    for number in range(2):
+        box.spool(f"Message-ID: <{number}@example.org>\r\n\r\nwaits\r\n".encode(),
+                  "tasks@example.org", ["tasks@example.org"])
+    result = run_command([sys.executable, "-m", "cioctasks", "check"], cioc_env)
+    assert result.returncode == 0, result.stderr
+    _, outcome, detail = check_rows(result.stdout)["outbox"]
+    assert outcome == "ok" and detail.startswith(f"2 waiting in {box.folder} (oldest ")
+    assert detail.endswith(", none failed")
+
+    box.fail(b"Message-ID: <2@example.org>\r\n\r\nrefused\r\n", "tasks@example.org",
+             ["nobody@example.org"])
+    result = run_command([sys.executable, "-m", "cioctasks", "check"], cioc_env)
+    assert result.returncode == 1
+    _, outcome, detail = check_rows(result.stdout)["outbox"]
+    assert outcome == "FAILED"
+    assert detail.startswith(f"1 refused for good by the mail server, kept in {box.failed_folder}")
+    assert "2 waiting" in detail
+    assert f"check: outbox: 1 refused for good by the mail server, kept in {box.failed_folder}" \
+        in result.stderr
+
+
+@contextlib.contextmanager
+def tcp_server(close_at_once):
+    """A TCP server on 127.0.0.1 that closes each connection at once, or holds it open and
+    never says a word; yield its port."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    listener.settimeout(0.1)
+    held, stop = [], threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                continue
+            if close_at_once:
+                connection.close()
+            else:
+                held.append(connection)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+        for connection in held:
+            connection.close()
+
+
+def test_check_says_a_mail_server_that_never_answers_timed_out(cioc_env):
+    with tcp_server(close_at_once=False) as port:
+        env = dict(cioc_env, CIOC_MAIL_BACKEND="smtp", CIOC_MAIL_HOST="127.0.0.1",
+                   CIOC_MAIL_PORT=str(port), CIOC_MAIL_TIMEOUT="0.5")
+        result = run_command([sys.executable, "-m", "cioctasks", "check"], env)
+    assert result.returncode == 1
+    assert_no_traceback(result)
+    rows = check_rows(result.stdout)
+    assert rows["mail"][1:] == (
+        "FAILED", f"mail server 127.0.0.1:{port}: no answer within CIOC_MAIL_TIMEOUT (timed out)")
+    assert rows["notify"][1] == "FAILED"
+    assert "closed the connection" not in result.stdout + result.stderr
+
+
+def test_check_says_a_mail_server_that_hangs_up_closed_the_connection(cioc_env):
+    with tcp_server(close_at_once=True) as port:
+        env = dict(cioc_env, CIOC_MAIL_BACKEND="smtp", CIOC_MAIL_HOST="127.0.0.1",
+                   CIOC_MAIL_PORT=str(port))
+        result = run_command([sys.executable, "-m", "cioctasks", "check"], env)
+    assert result.returncode == 1
+    assert check_rows(result.stdout)["mail"][1:] == (
+        "FAILED", f"mail server 127.0.0.1:{port}: closed the connection")
+
+
+def test_check_names_a_failing_database_once_per_line(world, tmp_path):
+    add_broken_site(world)
+    add_site(world, "ciocgone", tmp_path / "gone.sqlite")
+    with sqlite3.connect(tmp_path / "other.sqlite") as connection:
+        connection.execute("CREATE TABLE Customers (ID int)")
+    add_site(world, "ciocother", tmp_path / "other.sqlite")
+    result = run_command([sys.executable, "-m", "cioctasks", "check"], world.env)
+    assert result.returncode == 1
+    for name in ("ciocbroken", "ciocgone", "ciocother"):
+        lines = [line for line in result.stderr.splitlines() if f"{name}:" in line]
+        assert len(lines) == 1 and lines[0].startswith(f"check: {name}: "), result.stderr
+        assert lines[0].count(f"{name}:") == 1, lines[0]
+        row = next(line for line in result.stdout.splitlines() if line.startswith(name))
+        assert f"{name}:" not in row

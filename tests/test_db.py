@@ -1,5 +1,6 @@
 """The db module through the real ODBC path: a UTF-16 UDL, unixODBC, the SQLite3 driver."""
 
+import dataclasses
 import datetime
 import sqlite3
 
@@ -33,24 +34,40 @@ def sites(tmp_path):
     base = tmp_path / "UDLs"
     make_site(base, "ciocdemo", path)
     make_site(base, "CiocNord", path, udl_name="CRON_JOB_RUNNER.UDL")
-    (base / "not_a_site").mkdir()
+    (base / "ciocnoudl").mkdir()  # a site whose UDL is missing
+    (base / ".trash").mkdir()  # hidden: not a site
     settings = config.from_mapping({"CIOC_UDL_BASE": str(base), "CIOC_ODBC_DRIVER": "SQLite3",
                                     "CIOC_TOOLS_PATH": str(tmp_path)})
     return settings, path
 
 
-def test_databases_are_the_folders_holding_a_job_runner_udl_in_any_case(sites):
+def test_databases_are_the_folders_under_the_udl_base_but_hidden_ones(sites):
     settings, _ = sites
-    assert db.list_databases(settings.udl_base) == ["ciocdemo", "CiocNord"]
-    assert db.select_databases(settings.udl_base, []) == ["ciocdemo", "CiocNord"]
+    assert db.list_databases(settings.udl_base) == ["ciocdemo", "CiocNord", "ciocnoudl"]
+    assert db.select_databases(settings.udl_base, []) == ["ciocdemo", "CiocNord", "ciocnoudl"]
     assert db.select_databases(settings.udl_base, ["CIOCNORD"]) == ["CiocNord"]
+
+
+def test_a_site_whose_udl_is_missing_is_known_to_a_and_fails_naming_what_is_missing(sites):
+    settings, _ = sites
+    assert db.select_databases(settings.udl_base, ["ciocnoudl"]) == ["ciocnoudl"]
+    with pytest.raises(ConfigError, match=r"no cron_job_runner\.udl in .*ciocnoudl"):
+        db.connect("ciocnoudl", settings)
+
+
+def test_a_udl_that_is_a_folder_fails_naming_it(sites):
+    settings, _ = sites
+    (settings.udl_base / "ciocnoudl" / "Cron_Job_Runner.udl").mkdir()
+    assert "ciocnoudl" in db.list_databases(settings.udl_base)
+    with pytest.raises(ConfigError, match=r"Cron_Job_Runner\.udl is a folder, not a UDL file"):
+        db.connect("ciocnoudl", settings)
 
 
 def test_an_unknown_database_is_a_config_error_listing_the_known_ones(sites):
     settings, _ = sites
     with pytest.raises(ConfigError) as error:
         db.select_databases(settings.udl_base, ["ciocdemo", "nosuch"])
-    assert str(error.value) == "unknown database nosuch; known: ciocdemo, CiocNord"
+    assert str(error.value) == "unknown database nosuch; known: ciocdemo, CiocNord, ciocnoudl"
 
 
 def test_rows_come_back_as_dicts_with_unicode_nulls_and_datetimes(sites):
@@ -107,10 +124,20 @@ def test_a_driver_that_does_not_exist_is_a_clear_error_without_the_password(tmp_
     assert "topsecret" not in str(error.value)
 
 
-def test_a_folder_without_its_udl_is_a_config_error(sites):
+def test_a_driver_that_is_not_installed_names_the_setting_that_chose_it(sites, tmp_path):
     settings, _ = sites
-    with pytest.raises(ConfigError, match="no cron_job_runner.udl"):
-        db.connect("not_a_site", settings)
+    folder = settings.udl_base / "ciocsql"
+    folder.mkdir()
+    init = "Provider=SQLOLEDB.1;Data Source=db.example.org;Initial Catalog=cioc;User ID=u;Password=topsecret"
+    (folder / "cron_job_runner.udl").write_bytes(f"[oledb]\r\n{init}\r\n".encode("utf-16"))
+    with pytest.raises(db.DatabaseError) as error:
+        db.connect("ciocsql", dataclasses.replace(settings,
+                                                  odbc_driver="ODBC Driver 18 for SQL Server"))
+    message = str(error.value)
+    assert message.startswith("ciocsql: cannot connect: ODBC driver 'ODBC Driver 18 for SQL Server'"
+                              " is not installed (installed: ")
+    assert "SQLite3" in message and "set CIOC_ODBC_DRIVER to one of them" in message
+    assert "topsecret" not in message
 
 
 def test_named_placeholders_become_question_marks_in_order():

@@ -41,9 +41,72 @@ def test_a_non_empty_folder_is_refused_without_force(tmp_path, cioc_env):
     assert_no_traceback(result)
     assert "not empty" in result.stderr and result.stderr.count("\n") == 1
     assert (tmp_path / "busy" / "keep.txt").exists()
-    forced = run_command([sys.executable, "-m", "cioctasks.sampledb", "create", tmp_path / "busy",
+    built = sampledb.create(tmp_path / "world", sites=1)
+    refused = run_command([sys.executable, "-m", "cioctasks.sampledb", "create", built.directory,
+                           "--sites", "1"], cioc_env)
+    assert refused.returncode == 2 and "use --force" in refused.stderr
+    (built.directory / "mail" / "old.eml").write_text("x", encoding="utf-8")
+    forced = run_command([sys.executable, "-m", "cioctasks.sampledb", "create", built.directory,
+                          "--sites", "1", "--force"], cioc_env)
+    assert forced.returncode == 0, forced.stderr
+    assert not (built.directory / "mail" / "old.eml").exists()
+
+
+def test_force_deletes_only_a_folder_that_is_a_sample_world(tmp_path, cioc_env):
+    mine = tmp_path / "mine"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "sub" / "keep.txt").write_text("x", encoding="utf-8")
+    result = run_command([sys.executable, "-m", "cioctasks.sampledb", "create", mine,
                           "--force"], cioc_env)
-    assert forced.returncode == 0 and not (tmp_path / "busy" / "keep.txt").exists()
+    assert result.returncode == 2
+    assert_no_traceback(result)
+    assert result.stderr == (f"sampledb: error: {mine} is not empty and not a sample world (it "
+                             f"has no {sampledb.world.MARKER}): it is left alone; give a new or "
+                             "empty folder\n")
+    assert (mine / "sub" / "keep.txt").read_text(encoding="utf-8") == "x"
+    (mine / ".env").write_text("# The sample world's settings (python -m cioctasks.sampledb)\n"
+                               f"CIOC_UDL_BASE={tmp_path / 'elsewhere' / 'UDLs'}\n",
+                               encoding="utf-8")  # a world's .env copied here is not a world
+    again = run_command([sys.executable, "-m", "cioctasks.sampledb", "create", mine, "--force"],
+                        cioc_env)
+    assert again.returncode == 2 and (mine / "sub" / "keep.txt").exists()
+
+
+def test_a_world_written_before_the_marker_is_still_replaced_with_force(tmp_path):
+    old = sampledb.create(tmp_path / "w", sites=1)
+    (old.directory / sampledb.world.MARKER).unlink()  # as worlds were written before it
+    assert sampledb.world.is_sample_world(old.directory)
+    again = sampledb.create(old.directory, sites=1, force=True)
+    assert (again.directory / sampledb.world.MARKER).is_file()
+
+
+def test_a_file_or_a_bad_site_is_one_line_and_exit_2_and_nothing_is_deleted(tmp_path, cioc_env):
+    path = tmp_path / "a_file"
+    path.write_text("mine", encoding="utf-8")
+    for target, reason in ((path, f"{path} is a file, not a folder"),
+                           (path / "below", f"cannot use the folder {path / 'below'}: ")):
+        result = run_command([sys.executable, "-m", "cioctasks.sampledb", "create", target],
+                             cioc_env)
+        assert result.returncode == 2
+        assert_no_traceback(result)
+        assert result.stderr.startswith(f"sampledb: error: {reason}")
+        assert result.stderr.count("\n") == 1
+    assert path.read_text(encoding="utf-8") == "mine"
+    built = sampledb.create(tmp_path / "w", sites=1)
+    bad = run_command([sys.executable, "-m", "cioctasks.sampledb", "create", built.directory,
+                       "--force", "--getinvolved", "nowhere"], cioc_env)
+    assert bad.returncode == 2 and "not a site of this world" in bad.stderr
+    assert built.database("ciocdemo").is_file()  # refused before anything was deleted
+
+
+def test_the_help_describes_the_world_and_what_force_may_delete(cioc_env):
+    result = run_command([sys.executable, "-m", "cioctasks.sampledb", "create", "--help"],
+                         cioc_env)
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "the site folders, logs and .env the tasks work on." in text  # not cut mid-sentence
+    assert "--force replaces it only when it is a sample world" in text
+    assert "--seed SEED the seed of the generator" in text
 
 
 def test_the_udl_is_utf16_with_a_bom_and_points_at_the_sqlite_driver(tmp_path):

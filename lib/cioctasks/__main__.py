@@ -1,4 +1,5 @@
-"""cioctasks commands: ``check`` the databases and mail, ``status`` of the last runs.
+"""cioctasks commands: ``check`` the databases and mail, ``status`` of the last runs,
+``schedule`` the tasks in cron or Task Scheduler.
 
     python -m cioctasks check [-a DB]... [--send-test]
     python -m cioctasks status [--json | --html FILE]
@@ -6,10 +7,10 @@
 """
 
 import sys
-from pathlib import Path, PureWindowsPath
+from pathlib import Path
 
 from cioctasks import runner
-from cioctasks.errors import OK, USAGE, TaskError
+from cioctasks.errors import OK, USAGE
 
 COMMANDS = {}
 
@@ -95,6 +96,8 @@ def check_mail(context):
     if settings.mail_backend == "smtp":
         mailer.check()
         where = f"smtp {settings.mail_host}:{settings.mail_port}"
+    elif settings.mail_backend == "file":
+        where = f"file backend: writes each message into {settings.mail_dir}"
     else:
         where = f"{settings.mail_backend} backend"
     if context.args.send_test:
@@ -110,6 +113,118 @@ def check_mail(context):
         for problem in mailer.problems:
             context.problem(problem)
     return where
+
+
+def folder_unwritable(folder):
+    """Why files cannot be written into ``folder`` (made on first use), or None if they
+    can; nothing is created."""
+    import os
+
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot write into {existing}"
+    return None
+
+
+def probe_recipient(settings, address):
+    """Return None if the SMTP server takes a message from and to ``address`` (nothing is
+    sent), else its answer; raise OSError if the server cannot be used."""
+    from cioctasks import smtp
+
+    client = smtp.connect(settings)
+    try:
+        return smtp.probe(client, address)
+    finally:
+        try:
+            client.quit()
+        except OSError:
+            pass
+        smtp.close(client)
+
+
+def check_notify(context, mail_failed):
+    """Say who hears of a failure: (result, detail, problem). FAILED when nobody would:
+    no CIOC_TASK_NOTIFY_EMAIL, a backend that keeps messages in the process (``memory``),
+    a mail folder that cannot be written (``file``), a mail server that fails or refuses
+    the address (``smtp``). ``problem`` is the line for stderr, None when the mail row
+    already says it."""
+    settings = context.settings
+    address = settings.task_notify_email
+    if not address:
+        why = ("CIOC_TASK_NOTIFY_EMAIL is not set: a failure of a scheduled task is "
+               "mailed to no one")
+        return "FAILED", why, why
+    backend = settings.mail_backend
+    if backend == "memory":
+        why = f"failures to {address} stay in memory (the test backend): nobody gets them"
+        return "FAILED", why, why
+    if backend == "file":
+        unwritable = folder_unwritable(settings.mail_dir)
+        if unwritable:
+            why = f"failures to {address} cannot be written: {unwritable}"
+            return "FAILED", why, why
+        return "ok", (f"failures to {address} are written into {settings.mail_dir}, not "
+                      f"mailed: someone must read that folder"), None
+    if mail_failed:
+        return "FAILED", f"failures to {address} cannot be mailed: the mail server fails", None
+    from cioctasks import mail
+
+    mailer = mail.Mailer(settings)
+    try:
+        refused = probe_recipient(settings, address)
+    except OSError as error:
+        why = f"failures to {address} cannot be mailed: {mailer.describe(error)}"
+        return "FAILED", why, why
+    if refused:
+        why = mailer.mask(f"failures to {address} cannot be mailed: mail server "
+                          f"{mailer.where()} answers {refused}")
+        return "FAILED", why, why
+    return "ok", f"failures are mailed to {address} (the server takes it, from and to)", None
+
+
+def check_outbox(settings):
+    """Count the messages waiting in the outbox and those refused for good (``failed/``):
+    (result, detail). FAILED when some were refused: nobody got them."""
+    import datetime
+    import os
+
+    from cioctasks import outbox
+
+    box = outbox.Outbox(settings.mail_outbox)
+
+    def messages(folder):
+        """The modification times of the messages in ``folder``."""
+        times = []
+        try:
+            with os.scandir(folder) as found:
+                for entry in found:
+                    if entry.name.endswith(".eml") and not entry.name.startswith("."):
+                        try:
+                            times.append(entry.stat().st_mtime)
+                        except FileNotFoundError:  # sent by a task just now
+                            pass
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        return times
+
+    waiting = messages(box.folder)
+    try:  # left by a run that died while sending them: the next flush sends them
+        waiting += [t for f in box.sending_folder.iterdir() if f.is_dir() for t in messages(f)]
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    failed = messages(box.failed_folder)
+    detail = f"{len(waiting)} waiting in {box.folder}"
+    if waiting:
+        detail += f" (oldest {datetime.datetime.fromtimestamp(min(waiting)):%Y-%m-%d %H:%M})"
+    if not failed:
+        return "ok", detail + ", none failed"
+    return "FAILED", (f"{len(failed)} refused for good by the mail server, kept in "
+                      f"{box.failed_folder} (a file moved back into {box.folder} is sent "
+                      f"again); {detail}")
 
 
 def run_check(context):
@@ -133,11 +248,26 @@ def run_check(context):
             if result == "FAILED":
                 context.problem(f"{name}: {task} {why}")
         failed += any(result == "FAILED" for _, result, _ in tasks)
+    backend = context.settings.mail_backend
     try:
-        rows.append(("mail", context.settings.mail_backend, "ok", check_mail(context)))
+        rows.append(("mail", backend, "ok", check_mail(context)))
+        mail_failed = False
     except Exception as error:
         context.problem(f"mail: {error}")
-        rows.append(("mail", context.settings.mail_backend, "FAILED", str(error)))
+        rows.append(("mail", backend, "FAILED", str(error)))
+        mail_failed = True
+    result, detail, problem = check_notify(context, mail_failed)
+    rows.append(("notify", backend, result, detail))
+    if problem:
+        context.problem(f"notify: {problem}")
+    try:
+        result, detail = check_outbox(context.settings)
+    except OSError as error:
+        result, detail = "FAILED", f"cannot read {context.settings.mail_outbox}: " + (
+            error.strerror or str(error))
+    rows.append(("outbox", backend, result, detail))
+    if result == "FAILED":
+        context.problem(f"outbox: {detail}")
     if not context.args.quiet:
         print(format_table(("what", "backend", "result", "detail"), rows))
     return f"{len(names)} databases checked, {failed} failed"
@@ -152,6 +282,11 @@ def check(argv):
     each task and whether it can run there: ok (its procedures are present and this login may
     EXECUTE them), n/a (not in this CIOC version, as GetInvolved on a current database: not a
     failure) or FAILED (this login may not EXECUTE a procedure).
+
+    Then: mail (the server: connect, TLS, login), notify (who hears of a failure: FAILED
+    when nobody would, as without CIOC_TASK_NOTIFY_EMAIL or when the server refuses that
+    address; the file backend only writes .eml files, and says so) and outbox (messages
+    waiting, and those the server refused for good, in outbox/failed: FAILED).
     """
 
     def add_arguments(parser):
@@ -177,7 +312,8 @@ def run_status(context):
 
     now = datetime.datetime.now().replace(microsecond=0)
     entries = schedule.load(context.args.schedule)
-    rows = status_report.rows(state.State(context.settings.state_dir).last_runs(), entries, now)
+    rows = status_report.rows(state.State(context.settings.state_dir).last_runs(), entries, now,
+                              outbox=context.settings.mail_outbox)
     if context.args.json:
         print(json.dumps(rows, indent=2))
     elif not context.args.html:
@@ -186,7 +322,9 @@ def run_status(context):
         files.atomic_write(context.args.html, status_report.page(rows, now))
         print(f"wrote {context.args.html}")
     for row in rows:
-        if row["failed"] or row["overdue"]:
+        if row["task"] == "mail" and row["database"] == "outbox" and row["failed"]:
+            context.problem(f"mail outbox: {row['summary']}")
+        elif row["failed"] or row["overdue"]:
             where = f"{row['task']} {row['database']}".strip()
             what = "last run " + row["status"] if row["failed"] else "overdue"
             context.problem(f"{where}: {what} (started {row['started'] or 'never'})")
@@ -195,8 +333,11 @@ def run_status(context):
 
 @command
 def status(argv):
-    """Print the last run of every task and database, with failed and overdue ones marked;
-    exit 1 if any failed or is overdue."""
+    """Print the last run of each task and database; exit 1 if any failed or is overdue.
+
+    Failed and overdue ones are marked; --json and --html give the same for machines and
+    for a browser.
+    """
 
     def add_arguments(parser):
         parser.add_argument("--json", action="store_true", help="print JSON for machines")
@@ -208,67 +349,13 @@ def status(argv):
                       description=status.__doc__)
 
 
-def run_schedule(context):
-    import datetime
-    import subprocess
-
-    from cioctasks import schedule
-
-    args = context.args
-    entries = schedule.load(args.schedule)
-    root = Path(args.root or ROOT)
-    if args.windows:
-        target = PureWindowsPath(args.root) if args.root else root
-        pythonw = target / ".venv" / "Scripts" / "pythonw.exe"
-        written = schedule.write_windows(entries, args.windows, target, pythonw,
-                                         datetime.date.today())
-        print(f"wrote {len(written) - 1} task files and {written[-1]}")
-        return f"{len(entries)} tasks for Task Scheduler"
-    python = Path(args.python or sys.executable)
-    env_file = context.settings.env_file
-    block = schedule.crontab_block(entries, root, python, env_file and Path(env_file).resolve())
-    if not args.install_crontab:
-        print(block, end="")
-        return f"{len(entries)} crontab lines"
-    listed = subprocess.run([args.crontab_command, "-l"], capture_output=True, text=True)
-    existing = listed.stdout if listed.returncode == 0 else ""
-    merged = schedule.merge_crontab(existing, block)
-    if context.dry_run:
-        print(merged, end="")
-        return "crontab not changed (dry run)"
-    written = subprocess.run([args.crontab_command, "-"], input=merged, capture_output=True,
-                             text=True)
-    if written.returncode != 0:
-        raise TaskError(f"crontab refused the new table: {written.stderr.strip()[:200]}")
-    return f"crontab updated: {len(entries)} tasks between the cioctasks markers"
-
-
 @command
 def schedule(argv):
-    """Install the schedule (config/schedule.toml): print or install a crontab block, or
-    write Task Scheduler XML files and a register.cmd."""
+    """Put config/schedule.toml into cron or Task Scheduler, or print its crontab block."""
+    from cioctasks import schedule as timetable
 
-    def add_arguments(parser):
-        what = parser.add_mutually_exclusive_group(required=True)
-        what.add_argument("--crontab", action="store_true", help="print the crontab block")
-        what.add_argument("--install-crontab", action="store_true",
-                          help="merge the block into this user's crontab, keeping other lines")
-        what.add_argument("--windows", type=Path, metavar="DIR",
-                          help="write one Task Scheduler XML per task and register.cmd")
-        parser.add_argument("--schedule", type=Path, default=DEFAULT_SCHEDULE)
-        parser.add_argument("--root", help="the toolkit's folder on the target machine "
-                                           "(default: this one)")
-        parser.add_argument("--python", help="the Python to run tasks with (default: this one)")
-        parser.add_argument("--crontab-command", default="crontab", help=argparse_hidden())
-
-    return runner.run(run_schedule, add_arguments, name="schedule", argv=argv, command=True,
-                      description=schedule.__doc__)
-
-
-def argparse_hidden():
-    import argparse
-
-    return argparse.SUPPRESS
+    return runner.run(timetable.run_command, timetable.add_arguments, name="schedule",
+                      argv=argv, command=True, description=timetable.COMMAND_DESCRIPTION)
 
 
 def main(argv=None):

@@ -3,7 +3,9 @@
 Values come from the environment, then from one ``.env`` file (``CIOC_ENV_FILE`` if set,
 else ``./.env``, else ``<CIOC_TOOLS_PATH>/.env``); a variable already set in the
 environment always wins over the file. A bad value is a ``ConfigError`` naming the
-variable, never a traceback.
+variable, never a traceback; so is a ``.env`` line that cannot be read (it names the file
+and the line), which python-dotenv would drop with only a warning. An on/off variable
+takes 1/true/yes/on (y, t) or 0/false/no/off (n, f, empty), in any case, and nothing else.
 """
 
 import dataclasses
@@ -69,6 +71,16 @@ class Settings:
         return [s for s in (self.mail_password, self.maxmind_license_key) if s]
 
 
+class EnvFileError(ConfigError):
+    """A line of the ``.env`` file that cannot be read; ``path`` and ``line`` say where.
+    ``read_env_file(path, strict=False)`` reads the rest of the file, as for its report."""
+
+    def __init__(self, message, path, line):
+        super().__init__(message)
+        self.path = path
+        self.line = line
+
+
 def find_env_file(environ: Mapping[str, str], cwd: Optional[Path] = None) -> Optional[Path]:
     """Given the environment, return the ``.env`` file to read, or None.
 
@@ -91,15 +103,77 @@ def find_env_file(environ: Mapping[str, str], cwd: Optional[Path] = None) -> Opt
         return None
 
 
-def read_env_file(path: Path) -> dict:
-    """Return the ``CIOC_*`` and other values of a ``.env`` file, without touching os.environ."""
+def read_env_file(path: Path, strict: bool = True) -> dict:
+    """Return the values of a ``.env`` file, without touching os.environ.
+
+    python-dotenv drops a line it cannot parse with only a warning, and with an unclosed
+    quote the lines after it too. So raise ConfigError naming the file and the line (never
+    its value) of each line that cannot be parsed, and of a ``CIOC_*`` name without ``=``.
+    With ``strict`` False, leave those lines out and read the rest, for the report of that
+    very error.
+    """
+    import io
+
     from dotenv import dotenv_values
 
     try:
-        values = dotenv_values(path, encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"cannot read {path}: {error.__class__.__name__}") from None
+    text, bad = _without_unreadable_lines(text)
+    if bad and strict:
+        (line, why), others = bad[0], [str(line) for line, _ in bad[1:4]]
+        also = (f" (also line{'s' if len(bad) > 2 else ''} {', '.join(others)}"
+                f"{', ...' if len(bad) > 4 else ''})") if others else ""
+        raise EnvFileError(f"{path}, line {line}: {why}{also}", path, line)
+    values = dotenv_values(stream=io.StringIO(text))
     return {key: value for key, value in values.items() if value is not None}
+
+
+def _without_unreadable_lines(text):
+    """Return (the text with each line that cannot be read blanked, [(line number, why)]);
+    blanked one at a time, so that an unclosed quote costs its own line only."""
+    import io
+
+    from dotenv.parser import parse_stream
+
+    lines = text.splitlines(keepends=True)
+    bad = []
+    for _ in range(len(lines)):  # each turn blanks a line that is not blank
+        unreadable = next((b for b in parse_stream(io.StringIO(text)) if _unreadable(b)), None)
+        if unreadable is None:
+            break
+        # A statement starts with the blank lines before it: skip them.
+        statement = unreadable.original.string
+        blank = statement[:len(statement) - len(statement.lstrip())]
+        number = unreadable.original.line + blank.count("\n")
+        if not 0 < number <= len(lines) or not lines[number - 1].strip():
+            break  # cannot happen; never loop on it
+        bad.append((number, _why_unreadable(lines[number - 1])))
+        lines[number - 1] = "\n"
+        text = "".join(lines)
+    return text, bad
+
+
+def _unreadable(binding):
+    return binding.error or (binding.value is None and binding.key is not None
+                             and binding.key.upper().startswith("CIOC_"))
+
+
+def _why_unreadable(first):
+    """Say what is wrong with a ``.env`` line in words that never hold its value."""
+    import re
+
+    match = re.match(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*(=?)\s*(['\"]?)", first)
+    if not match:
+        return "not a NAME=value line"
+    name, equals, quote = match.groups()
+    if not equals:  # a name, then: only ours, as the word may be a piece of a wrapped secret
+        known = name.upper().startswith("CIOC_") and "=" not in first
+        return f"{name} has no '=' (NAME=value)" if known else "not a NAME=value line"
+    if quote and quote not in first[match.end():]:
+        return f"the quoted value of {name} is not closed"
+    return f"the value of {name} cannot be parsed"
 
 
 def load(environ: Optional[Mapping[str, str]] = None, cwd: Optional[Path] = None) -> Settings:
@@ -174,6 +248,22 @@ def _hours(values, name, default):
     return _number(values, name, default, float, 0, 720, "number of hours")
 
 
+#: The words of an on/off variable, in any case; unset or empty is off.
+ON_WORDS = ("1", "true", "yes", "on", "y", "t")
+OFF_WORDS = ("0", "false", "no", "off", "n", "f", "")
+
+
+def _switch(values, name):
+    """An on/off variable: True or False; ConfigError for any other word."""
+    value = (values.get(name) or "").strip()
+    if value.lower() in ON_WORDS:
+        return True
+    if value.lower() in OFF_WORDS:
+        return False
+    raise ConfigError(f"{name}: not on or off: {value[:40]!r} "
+                      "(on: 1, true, yes, on; off: 0, false, no, off or empty)")
+
+
 def _url(values, name, default=None):
     value = _text(values, name, default)
     if value is not None and not value.lower().startswith(("http://", "https://")):
@@ -185,8 +275,8 @@ def from_mapping(values: Mapping[str, str], env_file: Optional[Path] = None) -> 
     """Given every variable as a mapping, return the Settings; raise ConfigError if bad."""
     tools_path = _path(values, "CIOC_TOOLS_PATH", _platform_default("CIOC_TOOLS_PATH"))
     state_dir = _path(values, "CIOC_STATE_DIR", tools_path / "state")
-    use_ssl = bool(values.get("CIOC_MAIL_USE_SSL", "").strip())
-    starttls = bool(values.get("CIOC_MAIL_STARTTLS", "").strip())
+    use_ssl = _switch(values, "CIOC_MAIL_USE_SSL")
+    starttls = _switch(values, "CIOC_MAIL_STARTTLS")
     if use_ssl and starttls:
         raise ConfigError("CIOC_MAIL_STARTTLS: cannot be used with CIOC_MAIL_USE_SSL")
     backend = (_text(values, "CIOC_MAIL_BACKEND") or "smtp").lower()

@@ -5,6 +5,10 @@
 result set as a list of dicts. On SQL Server that is an ODBC ``{CALL ...}``; on the sample
 backend (SQLite through the SQLite3 ODBC driver) it is the SQL that ``procs`` keeps for it,
 so scripts never branch on the backend.
+
+Connecting has a deadline of its own (``CIOC_DB_CONNECT_TIMEOUT``, 30 s): some drivers
+(FreeTDS) ignore the login timeout and wait for ever on a server that accepts and never
+answers.
 """
 
 import datetime
@@ -17,6 +21,8 @@ from cioctasks.errors import ConfigError, TaskError
 UDL_NAME = "cron_job_runner.udl"
 LOGIN_TIMEOUT = 30
 QUERY_TIMEOUT = 600
+#: Seconds a connection may take, whatever the driver does with its login timeout.
+CONNECT_TIMEOUT_VARIABLE = "CIOC_DB_CONNECT_TIMEOUT"
 
 
 class DatabaseError(TaskError):
@@ -24,20 +30,23 @@ class DatabaseError(TaskError):
 
 
 def list_databases(udl_base):
-    """Given the UDL base folder, return the sorted names of folders holding a job-runner UDL."""
+    """Given the UDL base folder, return the sorted names of its folders (hidden ones, whose
+    name starts with a dot, left out). Each is a site: one whose job-runner UDL is missing
+    or is not a file is still listed, so that it fails by name instead of dropping out."""
     base = Path(udl_base)
     try:
-        folders = [p for p in base.iterdir() if p.is_dir()]
+        return sorted((p.name for p in base.iterdir()
+                       if not p.name.startswith(".") and p.is_dir()), key=str.lower)
     except OSError:
         return []
-    return sorted((p.name for p in folders if find_udl(p)), key=str.lower)
 
 
 def find_udl(folder):
-    """Return the path of the job-runner UDL in a folder (any case of its name), or None."""
+    """Return the path of the job-runner UDL in a folder (any case of its name, whatever it
+    is: a file, a folder), or None."""
     try:
         for entry in Path(folder).iterdir():
-            if entry.name.lower() == UDL_NAME and entry.is_file():
+            if entry.name.lower() == UDL_NAME:
                 return entry
     except OSError:
         pass
@@ -67,10 +76,15 @@ def select_databases(udl_base, wanted):
     return chosen
 
 
+def driver_of(connection_string):
+    """Return the ODBC driver a connection string names, or None (a DSN)."""
+    match = re.search(r"(?i)\bdriver\s*=\s*\{?([^;}]*)", connection_string)
+    return match.group(1).strip() if match else None
+
+
 def backend_of(connection_string):
     """Return ``sample`` for the SQLite ODBC driver, else ``mssql``."""
-    match = re.search(r"(?i)\bdriver\s*=\s*\{?([^;}]*)", connection_string)
-    return "sample" if match and "sqlite" in match.group(1).lower() else "mssql"
+    return "sample" if "sqlite" in (driver_of(connection_string) or "").lower() else "mssql"
 
 
 def _prepare_sample_string(connection_string):
@@ -84,35 +98,129 @@ def _prepare_sample_string(connection_string):
     return connection_string
 
 
-def connect(name, settings, login_timeout=LOGIN_TIMEOUT, query_timeout=QUERY_TIMEOUT):
+def connect_timeout(settings):
+    """Return the seconds a connection may take: ``CIOC_DB_CONNECT_TIMEOUT`` (1-600), else
+    LOGIN_TIMEOUT. Raise ConfigError naming the variable when it is bad."""
+    from cioctasks import config
+
+    text = config.setting_text(settings, CONNECT_TIMEOUT_VARIABLE)
+    if text is None:
+        return LOGIN_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ConfigError(f"{CONNECT_TIMEOUT_VARIABLE}: not a number of seconds: {text!r}") from None
+    if not 1 <= seconds <= 600:
+        raise ConfigError(f"{CONNECT_TIMEOUT_VARIABLE}: number of seconds out of range 1-600: {text}")
+    return seconds
+
+
+def connect(name, settings, login_timeout=None, query_timeout=QUERY_TIMEOUT):
     """Given a database name and Settings, return an open Database.
 
-    Raise UdlError (config, exit 2 for that database) for a bad UDL and DatabaseError when
-    the server cannot be reached. No message holds a password.
+    Raise ConfigError (that database fails) when its folder has no usable UDL, and
+    DatabaseError when the server cannot be reached within ``login_timeout`` seconds
+    (default ``connect_timeout(settings)``). No message holds a password.
     """
     folder = Path(settings.udl_base) / name
     path = find_udl(folder)
     if path is None:
         raise ConfigError(f"no {UDL_NAME} in {folder}")
-    connection_string = udl.connection_string(path, settings.odbc_driver)
-    return open_connection(connection_string, name, login_timeout, query_timeout)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder, not a UDL file")
+    properties = udl.read(path)
+    connection_string = udl.to_odbc(properties, settings.odbc_driver, path)
+    # For a SQL Server UDL the driver is CIOC_ODBC_DRIVER's; for MSDASQL the UDL names it.
+    driver_setting = "CIOC_ODBC_DRIVER" if udl.provider_kind(properties) == "sqlserver" else None
+    return open_connection(connection_string, name, login_timeout or connect_timeout(settings),
+                           query_timeout, driver_setting)
 
 
 def open_connection(connection_string, name="database", login_timeout=LOGIN_TIMEOUT,
-                    query_timeout=QUERY_TIMEOUT):
-    """Open an ODBC connection string; return a Database. Raise DatabaseError if it fails."""
+                    query_timeout=QUERY_TIMEOUT, driver_setting=None):
+    """Open an ODBC connection string; return a Database. Raise DatabaseError if it fails
+    or takes longer than ``login_timeout`` seconds; a driver that is not installed is
+    named, with ``driver_setting``, the variable that chose it, when one did."""
     import pyodbc
 
     backend = backend_of(connection_string)
     if backend == "sample":
         connection_string = _prepare_sample_string(connection_string)
     try:
-        connection = pyodbc.connect(connection_string, timeout=login_timeout, autocommit=False)
+        connection = _connect_within(connection_string, login_timeout, name)
     except pyodbc.Error as error:
-        raise DatabaseError(f"{name}: cannot connect: {describe(error)}") from None
+        reason = _missing_driver(connection_string, driver_setting) or describe(error)
+        raise DatabaseError(f"{name}: cannot connect: {reason}") from None
     if query_timeout:
         connection.timeout = int(query_timeout)
     return Database(connection, name, backend)
+
+
+#: Seconds the deadline waits beyond the login timeout, so that a driver that keeps it
+#: reports its own reason first.
+CONNECT_GRACE = 2
+
+
+def _connect_within(connection_string, seconds, name):
+    """``pyodbc.connect`` with a deadline that does not depend on the driver.
+
+    The connect runs in a daemon thread (pyodbc lets go of the GIL while the driver works)
+    and is given up after ``seconds`` plus CONNECT_GRACE. A thread stuck in the driver
+    cannot be stopped, but as a daemon it keeps neither the run nor the process from ending,
+    and a connection that arrives after the deadline is closed by that thread.
+    """
+    import threading
+
+    import pyodbc
+
+    result = {}
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def attempt():
+        try:
+            connection = pyodbc.connect(connection_string, timeout=max(1, int(seconds)),
+                                        autocommit=False)
+        except BaseException as error:  # handed to the caller below
+            result["error"] = error
+        else:
+            with lock:
+                late = result.get("abandoned", False)
+                result["connection"] = connection
+            if late:
+                try:
+                    connection.close()
+                except pyodbc.Error:
+                    pass
+        finally:
+            done.set()
+
+    threading.Thread(target=attempt, name=f"connect {name}", daemon=True).start()
+    done.wait(seconds + CONNECT_GRACE)
+    with lock:
+        if "connection" not in result and "error" not in result:
+            result["abandoned"] = True
+            raise DatabaseError(f"{name}: cannot connect: no answer within {seconds:g} s")
+    if "error" in result:
+        raise result["error"]
+    return result["connection"]
+
+
+def _missing_driver(connection_string, driver_setting):
+    """Say which ODBC driver a failed connection string names that is not installed, and
+    what to do; return None when the driver is installed (or none is named)."""
+    import pyodbc
+
+    driver = driver_of(connection_string)
+    if not driver:
+        return None
+    installed = pyodbc.drivers()
+    if driver.lower() in (name.lower() for name in installed):
+        return None
+    listed = ", ".join(installed) or "none"
+    fix = (f"set {driver_setting} to one of them or install it" if driver_setting
+           else "install it or name an installed one")
+    return f"ODBC driver {driver!r} is not installed (installed: {listed}); {fix}"
 
 
 def describe(error):

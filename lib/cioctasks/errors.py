@@ -40,3 +40,19 @@ class Skipped(TaskError):
     run of that database is recorded as skipped, exit 0, and nobody is mailed."""
 
     exit_code = OK
+
+
+def folder_problem(folder, error):
+    """Given a folder that could not be made or used and the OSError that said so, return
+    the reason in a few words: which part of its path is a file (the system's own words,
+    "[Errno 17] File exists", name neither), else the system's reason."""
+    from pathlib import Path
+
+    if isinstance(error, (FileExistsError, NotADirectoryError)):
+        for part in (Path(folder), *Path(folder).parents):
+            try:
+                if part.exists() and not part.is_dir():
+                    return f"{part} is a file, not a folder"
+            except OSError:
+                break
+    return error.strerror or str(error)

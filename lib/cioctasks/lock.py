@@ -1,17 +1,20 @@
-"""One run of a task at a time.
+"""One run of a task at a time, and none for ever.
 
 The lock is an OS-level exclusive lock on ``<state>/locks/<task>.lock``: the kernel releases
 it when the process ends, however it ends, so a lock is never stale. The holder writes its
 pid, host and start time into the file so that a second run can say who holds it.
+``Watchdog`` keeps a run's wall clock limit, so that a run stuck where nothing can
+interrupt it (a driver waiting on a server that never answers) gives the lock up.
 """
 
 import datetime
 import json
 import os
 import socket
+import threading
 from pathlib import Path
 
-from cioctasks.errors import ConfigError, LockedError
+from cioctasks.errors import FAILED, ConfigError, LockedError, TaskError, folder_problem
 
 
 class TaskLock:
@@ -23,11 +26,19 @@ class TaskLock:
         self._handle = None
 
     def acquire(self):
-        """Take the lock or raise LockedError naming the holder."""
+        """Take the lock or raise LockedError naming the holder.
+
+        Raise ConfigError (exit 2) when the lock folder cannot be used, and TaskError (exit
+        1) naming the file when the holder cannot be written into it (a full disk).
+        """
         import portalocker
 
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(f"cannot open lock file {self.path}: "
+                              f"{folder_problem(self.path.parent, error)}") from None
+        try:
             handle = open(self.path, "a+", encoding="utf-8")
         except OSError as error:
             raise ConfigError(f"cannot open lock file {self.path}: {error.strerror}") from None
@@ -42,10 +53,16 @@ class TaskLock:
             "host": socket.gethostname(),
             "started": datetime.datetime.now().isoformat(timespec="seconds"),
         }
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps(holder))
-        handle.flush()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps(holder))
+            handle.flush()
+        except OSError as error:
+            self._handle = handle
+            self.release()
+            raise TaskError(f"cannot write the lock file {self.path}: "
+                            f"{error.strerror or error}") from None
         self._handle = handle
         return self
 
@@ -62,14 +79,53 @@ class TaskLock:
         if self._handle is not None:
             import portalocker
 
+            handle, self._handle = self._handle, None
             try:
-                portalocker.unlock(self._handle)
+                portalocker.unlock(handle)
             finally:
-                self._handle.close()
-                self._handle = None
+                try:
+                    handle.close()
+                except OSError:  # what could not be written (a full disk) is given up
+                    pass
 
     def __enter__(self):
         return self.acquire()
 
     def __exit__(self, *exc):
         self.release()
+
+
+class Watchdog:
+    """A run's wall clock limit, kept by a thread: it works on every platform (Windows has
+    no alarm signal) and whatever the run is stuck in, a driver call included. At the limit
+    ``on_expiry`` reports the run, then the process ends with exit 1, after at most GRACE
+    seconds even if reporting hangs. A run that ends first calls ``stop``; one that ends
+    while the limit is being enforced waits in ``stop`` for the process to end."""
+
+    GRACE = 50
+
+    def __init__(self, minutes):
+        self.minutes = minutes
+        self.state = None  # the run state, once open: the runs to record as killed
+        self._stopped = threading.Event()
+        self._claim = threading.Lock()  # taken by whichever comes first: the end or the limit
+
+    def start(self, on_expiry):
+        self._on_expiry = on_expiry
+        threading.Thread(target=self._watch, name="time limit", daemon=True).start()
+
+    def stop(self):
+        if self._stopped.is_set():
+            return
+        if not self._claim.acquire(blocking=False):
+            threading.Event().wait()  # the limit is being enforced: the process ends there
+        self._stopped.set()
+
+    def _watch(self):
+        if self._stopped.wait(self.minutes * 60) or not self._claim.acquire(blocking=False):
+            return
+        reporter = threading.Thread(target=self._on_expiry, name="time limit report",
+                                    daemon=True)
+        reporter.start()
+        reporter.join(self.GRACE)
+        os._exit(FAILED)

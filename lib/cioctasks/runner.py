@@ -125,6 +125,9 @@ def build_parser(name, description, per_database, add_arguments):
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors on the console")
     parser.add_argument("--notify-errors", action="store_true",
                         help="mail failures to CIOC_TASK_NOTIFY_EMAIL even with a console")
+    parser.add_argument("--max-minutes", type=number(0.05, 7 * 24 * 60, float), metavar="N",
+                        help="stop the run as failed after N minutes (default: just under its "
+                             "time_limit_minutes in config/schedule.toml, else 60)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {cioctasks.__version__}")
     if add_arguments:
         add_arguments(parser)
@@ -168,12 +171,15 @@ def run(task, add_arguments=None, *, per_database=False, name=None, description=
     if name_of is not None and args is not None:
         name = name_of(args)
     job = taskrun.Job(task, name, per_database, command, prepare, lock or name)
+    # Failures are mailed even with a console; known also when the flags did not parse.
+    notify = args.notify_errors if args is not None else "--notify-errors" in (
+        sys.argv[1:] if argv is None else argv)
     if not console:
-        return taskrun.execute(job, args, usage_error, console, environ)
+        return taskrun.execute(job, args, usage_error, console, environ, notify)
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = Console(sys.stdout), Console(sys.stderr)
     try:
-        return taskrun.execute(job, args, usage_error, console, environ)
+        return taskrun.execute(job, args, usage_error, console, environ, notify)
     finally:
         wrapped = sys.stdout, sys.stderr
         for stream in wrapped:

@@ -2,7 +2,8 @@
 
 ``connect`` opens what the settings ask for; ``transfer`` runs MAIL, RCPT and DATA for one
 message and says, recipient by recipient, what the server did with it, without raising
-for the server's answers; ``describe`` turns a failure into one line. ``mail`` and
+for the server's answers; ``probe`` asks whether an address would be taken, sending
+nothing; ``describe`` turns a failure into one line. ``mail`` and
 ``outbox`` decide what to do with the answers (send, spool, fail).
 
 TLS verifies the server's certificate against the system's trusted CAs, through
@@ -130,6 +131,22 @@ def transfer(client, sender, recipients, data):
     return Delivery(outcome, accepted, deferred, refused, _reply_line(code, reply))
 
 
+TIMED_OUT = "no answer within CIOC_MAIL_TIMEOUT (timed out)"
+
+
+def probe(client, address):
+    """Given a connected client, ask whether the server takes a message from and to
+    ``address`` (MAIL FROM, RCPT TO, then RSET: nothing is sent). Return None if it does,
+    else its answer in one line. Raise OSError if the connection fails."""
+    for step in (client.mail, client.rcpt):
+        code, reply = step(address)
+        if not 200 <= code < 300:
+            _reset(client)
+            return _reply_line(code, reply)
+    _reset(client)
+    return None
+
+
 def describe(error):
     """Given a network, TLS or SMTP error, return one line (the caller adds which server)."""
     if isinstance(error, smtplib.SMTPResponseException):
@@ -139,13 +156,23 @@ def describe(error):
     if isinstance(error, ssl.SSLError):
         return f"TLS failed: {error.reason or error}"
     if isinstance(error, (socket.timeout, TimeoutError)):
-        return "timed out"
+        return TIMED_OUT
     if isinstance(error, ConnectionRefusedError):
         return "connection refused"
     if isinstance(error, socket.gaierror):
         return f"cannot find the host: {error.strerror or error}"
     if isinstance(error, smtplib.SMTPServerDisconnected):
-        return f"closed the connection ({error or 'no reason given'})"
+        # smtplib turns any failure to read a reply into "Connection unexpectedly closed:
+        # <reason>", the reason being the error it met, kept as the context.
+        cause = error.__cause__ or error.__context__
+        if isinstance(cause, (socket.timeout, TimeoutError)):
+            return TIMED_OUT
+        if isinstance(cause, ConnectionResetError):
+            return "reset the connection"
+        said = str(error)
+        if not said or said.startswith("Connection unexpectedly closed"):
+            return "closed the connection"
+        return f"closed the connection ({said})"
     return getattr(error, "strerror", None) or str(error) or error.__class__.__name__
 
 

@@ -3,7 +3,9 @@ due time, and whether it failed or is overdue. Shown as text, JSON or a static H
 
 A task is overdue when it was due more than ``GRACE`` ago and has not started since; a task
 that never ran is overdue once the run history is older than its last due time (a task
-missing from the scheduler shows up, a new install does not cry wolf).
+missing from the scheduler shows up, a new install does not cry wolf). A run whose process
+is gone without recording its end is ``killed``: a failure. Mail the server refused for
+good (kept in the outbox's ``failed/`` folder) is one more failed row, ``mail outbox``.
 """
 
 import datetime
@@ -16,8 +18,9 @@ def _time(text):
     return datetime.datetime.fromisoformat(text) if text else None
 
 
-def rows(runs, entries, now):
-    """Return one dict per (scheduled or recorded task, database), sorted."""
+def rows(runs, entries, now, outbox=None):
+    """Return one dict per (scheduled or recorded task, database), sorted, and last the
+    ``mail outbox`` row when the outbox folder ``outbox`` keeps refused mail."""
     first_seen = min((_time(r["started"]) for r in runs), default=None)
     by_task = {}
     for run in runs:
@@ -44,12 +47,36 @@ def rows(runs, entries, now):
             for run in task_runs:
                 result.append(_row(task, run, run["status"], _time(run["started"]),
                                    _time(run["ended"]), None, False, "not scheduled"))
-    return sorted(result, key=lambda r: (r["task"], r["database"]))
+    result.sort(key=lambda r: (r["task"], r["database"]))
+    refused = failed_mail(outbox) if outbox else None
+    return result + [refused] if refused else result
+
+
+def failed_mail(outbox_folder):
+    """The ``mail outbox`` row: how many messages the mail server refused for good are kept
+    in the outbox's ``failed/`` folder, the newest one's time and the folder; None when
+    there are none."""
+    import os
+
+    from cioctasks import outbox
+
+    folder = outbox.Outbox(outbox_folder).failed_folder
+    kept = outbox.Outbox(folder).pending()  # failed/ holds .eml files as the outbox does
+    if not kept:
+        return None
+    try:
+        newest = datetime.datetime.fromtimestamp(os.stat(kept[-1]).st_mtime)
+    except OSError:
+        newest = None
+    what = "message" if len(kept) == 1 else "messages"
+    summary = f"{len(kept)} {what} the mail server refused, kept in {folder}"
+    return _row("mail", {"database": "outbox", "summary": summary}, f"{len(kept)} refused",
+                newest, None, None, False, "")
 
 
 def _row(task, run, status, started, ended, next_due, overdue, schedule):
     duration = (ended - started).total_seconds() if started and ended else None
-    failed = status not in ("ok", "skipped", "running", "never run")
+    failed = status not in ("ok", "skipped", "running", "never run")  # killed is a failure
     return {
         "task": task,
         "database": (run or {}).get("database") or "",
@@ -77,6 +104,11 @@ def table(rows_):
     out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip(),
            "  ".join("-" * w for w in widths)]
     out += ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
+    # Why each failure failed, and where the refused mail is: the table has no room for it.
+    reasons = [f"{' '.join(filter(None, (r['task'], r['database'])))}: {r['summary'][:300]}"
+               for r in rows_ if r["failed"] and r["summary"]]
+    if reasons:
+        out += ["", *reasons]
     return "\n".join(out)
 
 

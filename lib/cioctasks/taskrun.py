@@ -1,5 +1,6 @@
 """One run of a task once its arguments are parsed (see ``runner``): settings, logging, the
-lock, the outbox, the database fan-out, run history, pings, the failure report.
+lock, the time limit, the outbox, the database fan-out, run history, pings, the failure
+report.
 """
 
 import collections
@@ -15,6 +16,10 @@ from cioctasks import config, logs, reports, udl
 from cioctasks.errors import FAILED, INTERNAL, LOCKED, OK, USAGE, ConfigError, Skipped, TaskError
 
 PING_TIMEOUT = 10
+#: The schedule whose ``time_limit_minutes`` is a run's default ``--max-minutes``.
+SCHEDULE = Path(__file__).resolve().parents[2] / "config" / "schedule.toml"
+#: The time limit of a task the schedule does not list (and of the commands).
+DEFAULT_MAX_MINUTES = 60
 
 
 class Context:
@@ -95,8 +100,10 @@ def ping(settings, name, what, body="", log=None):
 def _run_one(task, context, name):
     token = logs.current_database.set(name or "-")
     started = time.monotonic()
-    run_id = None if context.dry_run else context.state.start_run(context.task, name or "")
+    run_id = None
     try:
+        if not context.dry_run:
+            run_id = context.state.start_run(context.task, name or "")
         if name is None:
             summary = task(context)
         else:
@@ -135,6 +142,9 @@ def _run_one(task, context, name):
         context.log.info("%s (%.1fs) %s", status, seconds, summary)
         if run_id is not None:
             context.state.finish_run(run_id, status, code, summary)
+    except TaskError as error:  # the run state cannot be written (a full disk)
+        context.log.error("%s", error)
+        status, code = "failed", FAILED
     finally:
         logs.current_database.reset(token)
     return Outcome(name or "", status, code, summary, seconds)
@@ -152,36 +162,15 @@ def _run_all(task, context, databases, jobs):
         return [future.result() for future in futures]
 
 
-def report_text(name, outcomes, problems):
-    host = socket.gethostname()
-    lines = [f"{name} on {host}:", ""]
-    for outcome in outcomes:
-        where = outcome.database or name
-        lines.append(f"- {where}: {outcome.status} ({outcome.seconds:.1f}s) {outcome.summary}")
-    for problem in problems:
-        lines.append(f"- {problem}")
-    return "\n".join(lines) + "\n"
-
-
-def _early_failure(message, code, console, settings=None, name="cioctasks"):
-    """Report a failure that happened before logging was set up."""
-    if console:
-        print(f"{name}: error: {message}", file=sys.stderr)
-        return code
-    # No console and maybe no settings: the last resort is mail if settings loaded.
-    if settings is not None:
-        reports.failure(settings, name, f"{message}\n", logging.getLogger("cioctasks.early"))
-    return code
-
-
 #: What the runner knows of a task script: its function, its name, whether it runs once per
 #: database, whether it is a built-in command, its ``prepare(context)`` hook (or None) and
 #: the name of the lock it takes.
 Job = collections.namedtuple("Job", "task name per_database command prepare lock")
 
 
-def execute(job, args, usage_error, console, environ=None):
-    """Load the settings, set up logging and run ``job``; return the exit code."""
+def execute(job, args, usage_error, console, environ=None, notify=False):
+    """Load the settings, set up logging and run ``job``; return the exit code. ``notify``
+    says whether failures are mailed even with a console (--notify-errors)."""
     name = job.name
     settings = None
     try:
@@ -189,7 +178,7 @@ def execute(job, args, usage_error, console, environ=None):
         if usage_error is not None:
             raise usage_error
     except ConfigError as error:
-        return _early_failure(str(error), USAGE, console, settings, name)
+        return reports.early_failure(error, console, notify, name, settings, environ)
 
     try:
         log = logs.setup(
@@ -198,7 +187,8 @@ def execute(job, args, usage_error, console, environ=None):
             verbosity=args.verbose, quiet=args.quiet,
         )
     except ConfigError as error:
-        return _early_failure(str(error), USAGE, console, settings, name)
+        return reports.early_failure(error, console, notify, name, settings, environ,
+                                      log_failed=True)
     if not console:
         sys.stdout = logs.LogStream(log, logging.INFO)
         sys.stderr = logs.LogStream(log, logging.ERROR)
@@ -233,18 +223,70 @@ def _run_locked(job, args, settings, log, console):
                 if console and args.quiet:
                     print(f"{name}: {error}", file=sys.stderr)
                 return LOCKED
-            log.error("%s", error)  # the lock folder cannot be used: nothing can run
+            # The lock folder cannot be used (exit 2) or written (exit 1): nothing can run.
+            log.error("%s", error)
             if not console or args.notify_errors:
                 reports.failure(settings, name, f"{error}\n", log, args.dry_run)
-            return USAGE
+            return error.exit_code
+    watchdog = locking.Watchdog(max_minutes(args, name, log))
+    watchdog.start(lambda: _time_limit_reached(job, args, settings, log, console, held,
+                                               watchdog))
     try:
-        return _run_body(job, args, settings, log, console)
+        return _run_body(job, args, settings, log, console, watchdog)
     finally:
+        watchdog.stop()
         if held:
             held.release()
 
 
-def _run_body(job, args, settings, log, console):
+def max_minutes(args, name, log):
+    """The run's time limit in minutes: --max-minutes; else a little less than the task's
+    time_limit_minutes in the schedule, so that the run reports itself before Task
+    Scheduler's own limit stops it without a word; else DEFAULT_MAX_MINUTES."""
+    if getattr(args, "max_minutes", None):
+        return args.max_minutes
+    from cioctasks import schedule
+
+    try:
+        entries = schedule.load(SCHEDULE)
+    except TaskError as error:  # a broken schedule must not stop every task
+        log.warning("time limit: %s; %d minutes", error, DEFAULT_MAX_MINUTES)
+        return DEFAULT_MAX_MINUTES
+    limits = [entry.time_limit_minutes for entry in entries if name in (entry.task, entry.name)]
+    if not limits:
+        return DEFAULT_MAX_MINUTES
+    return limits[0] - min(1, limits[0] / 10)
+
+
+def _time_limit_reached(job, args, settings, log, console, held, watchdog):
+    """What the watchdog does at the time limit: record the runs still open as killed,
+    report the failure (mail without a console), ping, flush the log, release the lock."""
+    name = job.name
+    reason = f"time limit: stopped after {watchdog.minutes:g} minutes (--max-minutes)"
+    try:
+        killed = watchdog.state.kill_open_runs(reason) if watchdog.state else []
+        running = f"; still running: {', '.join(d or name for d in killed)}" if killed else ""
+        log.error("%s%s", reason, running)
+        text = f"{name} on {socket.gethostname()}: {reason}{running}\n"
+        if not console or args.notify_errors:
+            reports.failure(settings, name, text, log, args.dry_run)
+        if not (job.command or args.dry_run):
+            ping(settings, name, str(FAILED), text, log=log)
+        log.info("end: exit %d", FAILED)
+    except Exception as error:  # the process must end all the same
+        log.critical("time limit: %s", error, exc_info=True)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        logging.shutdown()
+        if held:
+            held.release()
+
+
+def _run_body(job, args, settings, log, console, watchdog):
     name, command, per_database = job.name, job.command, job.per_database
     from cioctasks import db
     from cioctasks import state as run_state
@@ -256,10 +298,13 @@ def _run_body(job, args, settings, log, console):
         if not console or args.notify_errors:
             reports.failure(settings, name, f"{error}\n", log, args.dry_run)
         return USAGE
+    watchdog.state = state
     context = Context(task=name, args=args, settings=settings, log=log, state=_NoState()
                       if state is None else state)
     dry = " (dry run)" if args.dry_run else ""
     log.info("start%s", dry)
+    if state is not None:
+        _report_killed_runs(state, name, args, settings, log, console)
     pinging = not (command or args.dry_run)
     if pinging:
         ping(settings, name, "start", log=log)
@@ -299,6 +344,7 @@ def _run_body(job, args, settings, log, console):
         if context._mailer is not None:
             problems.extend(context._mailer.problems)
     finally:
+        watchdog.stop()  # the work is over: the report and pings have timeouts of their own
         if state is not None:
             state.close()
 
@@ -307,7 +353,7 @@ def _run_body(job, args, settings, log, console):
     if failed or problems:
         codes = {o.exit_code for o in failed}
         code = next((c for c in (INTERNAL, USAGE) if c in codes), FAILED)
-    summary = report_text(name, outcomes, problems)
+    summary = reports.report_text(name, outcomes, problems)
     if console and not command and not args.quiet:
         for outcome in outcomes:
             where = outcome.database or name
@@ -326,6 +372,20 @@ def _run_body(job, args, settings, log, console):
     if pinging:
         ping(settings, name, str(code), summary, log=log)
     return code
+
+
+def _report_killed_runs(state, name, args, settings, log, console):
+    """Record the runs of this task that were killed (their process is gone without having
+    recorded their end), say so, and mail it when unattended: nobody heard of them yet."""
+    try:
+        found = state.record_killed(name, dry_run=args.dry_run)
+    except TaskError as error:
+        log.warning("%s", error)
+        return
+    for line in found:
+        log.warning("%s", line)
+    if found and (not console or args.notify_errors):
+        reports.failure(settings, name, "\n".join(found) + "\n", log, args.dry_run)
 
 
 def _flush_outbox(context, problems):

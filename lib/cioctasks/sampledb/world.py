@@ -178,28 +178,68 @@ def write_logs(folder, site, rng, now):
         _touch(path, start + datetime.timedelta(days=1, seconds=-1))
 
 
+#: The file that makes a folder a sample world, the only kind ``create(..., force=True)`` deletes.
+MARKER = ".cioctasks-sample-world"
+ENV_HEADER = "# The sample world's settings (python -m cioctasks.sampledb)"
+
+
+def is_sample_world(directory):
+    """True when ``directory`` holds a sample world: its marker file, or (a world written
+    before there was one) a .env that this module wrote for this very folder."""
+    directory = Path(directory)
+    if (directory / MARKER).is_file():
+        return True
+    try:
+        lines = (directory / ".env").read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return lines[:1] == [ENV_HEADER] and f"CIOC_UDL_BASE={directory / 'UDLs'}" in lines
+
+
+def prepare_folder(directory, force):
+    """Make ``directory`` an empty folder to build a world in, marked as one; delete what
+    it holds only when it is a sample world and ``force`` is set. Raise ConfigError (one
+    line) for anything else: a file, a folder of something else, one that cannot be made."""
+    try:
+        if directory.exists() and not directory.is_dir():
+            raise ConfigError(f"{directory} is a file, not a folder")
+        if directory.is_dir() and any(directory.iterdir()):
+            if not is_sample_world(directory):
+                raise ConfigError(f"{directory} is not empty and not a sample world (it has "
+                                  f"no {MARKER}): it is left alone; give a new or empty folder")
+            if not force:
+                raise ConfigError(f"{directory} is not empty (use --force to replace that "
+                                  "sample world)")
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / MARKER).write_text(
+            "A sample world of python -m cioctasks.sampledb: create --force may delete this "
+            "folder and build it again.\n", encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot use the folder {directory}: "
+                          f"{error.strerror or error}") from None
+
+
 def create(directory, sites=2, scale="small", seed=1, force=False, now=None, getinvolved=()):
     """Write a whole sample world into ``directory`` and return its World.
 
     ``getinvolved``: names of sites built as CIOC databases from before GetInvolved was
-    removed (with its tables, columns and procedures). Raise ConfigError if ``directory`` is not empty and ``force`` is not set, or for a bad
-    scale or number of sites.
+    removed (with its tables, columns and procedures). Raise ConfigError for a bad scale,
+    number of sites or site name, and when ``directory`` is a file, or not empty and
+    either not a sample world or ``force`` not set: only a sample world is ever deleted.
     """
     if scale not in generate.SCALES:
         raise ConfigError(f"unknown scale {scale!r}: {', '.join(generate.SCALES)}")
     if not 1 <= sites <= 50:
         raise ConfigError("--sites must be between 1 and 50")
     directory = Path(directory).resolve()
-    if directory.exists() and any(directory.iterdir()):
-        if not force:
-            raise ConfigError(f"{directory} is not empty (use --force to replace it)")
-        shutil.rmtree(directory)
-    now = (now or datetime.datetime.now()).replace(microsecond=0)
-    world = World(directory, site_names(sites), scale, seed)
-    unknown = set(getinvolved) - set(world.sites)
+    unknown = set(getinvolved) - set(site_names(sites))
     if unknown:
         raise ConfigError(f"--getinvolved {', '.join(sorted(unknown))}: not a site of this "
-                          f"world ({', '.join(world.sites)})")
+                          f"world ({', '.join(site_names(sites))})")
+    prepare_folder(directory, force)
+    now = (now or datetime.datetime.now()).replace(microsecond=0)
+    world = World(directory, site_names(sites), scale, seed)
     for folder in ("tools", "state", "mail", "databases"):
         (directory / folder).mkdir(parents=True, exist_ok=True)
     for number, site in enumerate(world.sites):
@@ -210,6 +250,5 @@ def create(directory, sites=2, scale="small", seed=1, force=False, now=None, get
         write_downloads(directory / "VirtualServers" / site / "download", site, rng, now)
         write_logs(directory / "logs" / site, site, rng, now)
     lines = [f"{key}={value}" for key, value in world.environ().items()]
-    world.env_file.write_text("# The sample world's settings (python -m cioctasks.sampledb)\n"
-                              + "\n".join(lines) + "\n", encoding="utf-8")
+    world.env_file.write_text(ENV_HEADER + "\n" + "\n".join(lines) + "\n", encoding="utf-8")
     return world
