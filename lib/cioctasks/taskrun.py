@@ -16,8 +16,6 @@ from cioctasks import config, logs, reports, udl
 from cioctasks.errors import FAILED, INTERNAL, LOCKED, OK, USAGE, ConfigError, Skipped, TaskError
 
 PING_TIMEOUT = 10
-#: The schedule whose ``time_limit_minutes`` is a run's default ``--max-minutes``.
-SCHEDULE = Path(__file__).resolve().parents[2] / "config" / "schedule.toml"
 #: The time limit of a task the schedule does not list (and of the commands).
 DEFAULT_MAX_MINUTES = 60
 
@@ -248,7 +246,7 @@ def max_minutes(args, name, log):
     from cioctasks import schedule
 
     try:
-        entries = schedule.load(SCHEDULE)
+        entries = schedule.load(schedule.DEFAULT_SCHEDULE)
     except TaskError as error:  # a broken schedule must not stop every task
         log.warning("time limit: %s; %d minutes", error, DEFAULT_MAX_MINUTES)
         return DEFAULT_MAX_MINUTES
