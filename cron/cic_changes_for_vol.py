@@ -9,8 +9,10 @@ and has no end: it is called with the window's start, and the records whose NON_
 DELETION_DATE changes all fall after the window's end wait for the next run. Each agency's
 UpdateEmailVOL gets one message listing its changed records, in English and French as the
 records' languages require. The window is stored before the first message and moves on
-only once every message is sent or spooled: a rerun after a crash reports the same window
-and skips the agencies already mailed, so each change is mailed once.
+only once every message is sent or spooled. Each agency is recorded as mailed once its
+message is stored in the outbox's journal and before the server gets it: a rerun after a
+crash reports the same window, sends a stored message as it was (same Message-ID) and
+skips the agencies already recorded, so each change is built into one message only.
 """
 
 import datetime
@@ -82,8 +84,9 @@ def render(agency, rows, base_urls, since, now):
         english=sections.get("en_CA"), french=sections.get("fr_CA"))
 
 
-def build_message(agency, rows, base_urls, since, now):
-    """Return the mail.Message for one agency; raise mail.HeaderError for bad addresses."""
+def build_message(agency, rows, base_urls, since, now, identity=None):
+    """Return the mail.Message for one agency; raise mail.HeaderError for bad addresses.
+    ``identity`` names the work, for a Message-ID that a rebuild of it keeps."""
     from cioctasks import mail  # email and ssl: loaded once there is mail to make
 
     first = rows[0]
@@ -95,6 +98,7 @@ def build_message(agency, rows, base_urls, since, now):
         to=recipients_of(first["UpdateEmailVOL"]), subject=subject,
         text=render(agency, rows, base_urls, since, now),
         sender=first["DefaultEmailVOL"], sender_name=one_line(first["DefaultEmailNameVOL"]),
+        identity=identity,
     )
 
 
@@ -146,16 +150,20 @@ def notify(context, name, database, since, until, now, rescan=False):
                 context.log.info("%s: already mailed by an earlier run", agency)
                 skipped += 1
                 continue
+            # A rescan is new work: its own Message-ID, and nothing recorded.
+            identity = (context.task, key, until.isoformat(), now.isoformat() if rescan else "")
+
+            def record(key=key):  # before the server has it: see mail.Session
+                context.state.set(context.task, key, "stored")
+
             try:
-                message = build_message(agency, agency_rows, base_urls, since, now)
-                status = session.send(message)
+                message = build_message(agency, agency_rows, base_urls, since, now, identity)
+                status = session.send(message, None if rescan else record)
             except (mail.HeaderError, mail.Refused) as error:
                 context.problem(f"{agency}: {error}")
                 continue
             context.log.info("%s: %d records, %s to %s", agency, len(agency_rows), status,
                              ", ".join(message.recipients))
-            if not context.dry_run and not rescan:
-                context.state.set(context.task, key, status)
             sent += 1
     return sent, skipped, len(listed), later
 
@@ -195,20 +203,23 @@ def task(context, name, now=None):
     if until <= since:
         return f"nothing to report yet: the window starting {since:%Y-%m-%d %H:%M} is not over"
     with context.connect(name) as database:
-        sent, skipped, rows, later = notify(context, name, database, since, until, now, rescan)
+        _, skipped, rows, later = notify(context, name, database, since, until, now, rescan)
     # A refused address is reported and kept in outbox/failed; it does not hold the window
     # back, or every later night would wait on it.
     if not context.dry_run and not rescan:
         finished = [*context.state.items(context.task, f"sent:{name}:"), f"window:{name}"]
         context.state.set_many(context.task, {f"since:{name}": until.isoformat()},
                                delete=finished)
-    verb = "would mail" if context.dry_run else "mailed"
+    mailer = context.mailer
+    done = f"would mail {mailer.would_send}" if context.dry_run else f"mailed {mailer.sent}"
     summary = (f"{rows} changed record rows from {since:%Y-%m-%d %H:%M} to "
-               f"{until:%Y-%m-%d %H:%M}; {verb} {sent} agencies")
+               f"{until:%Y-%m-%d %H:%M}; {done} agencies")
     if skipped:
         summary += f" ({skipped} already mailed before a crash)"
     if later:
         summary += f"; {later} rows of later changes left to the next run"
+    for line in mailer.problems:  # queued mail, refused recipients: not delivered
+        context.problem(line)
     return summary
 
 

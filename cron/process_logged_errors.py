@@ -9,7 +9,9 @@ one digest per site goes to CIOC_ERROR_EMAIL_<SITE> (comma list) or else
 CIOC_TASK_NOTIFY_EMAIL. No new errors, no mail.
 
 Each file's read position (by file identity, so a rotated file is followed under its new
-name) moves only after the digest is sent or spooled: every error is reported once. A
+name) moves when the digest is stored in the outbox's journal, before the server gets it;
+a run killed after that sends the stored digest again as it was (same Message-ID) and does
+not build another one from the same errors: every error is reported once. A
 truncated or replaced file is read from its start; a last line without its newline waits
 for the next run. The first run on a site reads only today's and yesterday's files.
 --since / --days / --hours / --minutes rescan a window without moving any position.
@@ -20,6 +22,7 @@ import mmap
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 import cioctasks
@@ -363,20 +366,33 @@ def task(context, site):
     key = f"positions:{site}"
     stored = context.state.get(context.task, key)
     digest, positions = collect(folder, stored or {}, stored is None, since)
+
+    def record():  # the positions move with the stored digest, before the server has it
+        if since is None:
+            context.state.set(context.task, key, positions)
+
+    status = "no mail"
     if digest.entries:
+        # A rescan is new work: its own Message-ID.
+        identity = (context.task, site, stored, positions, since, since and time.time())
         message = mail.Message(
             to=recipients, sender=settings.task_notify_email or recipients[0],
             subject=f"[cioctasks] {site}: {digest.entries} errors in {len(digest.groups)} kinds",
-            text=digest.text(site))
+            text=digest.text(site), identity=identity)
         with context.mailer.session() as session:
-            status = session.send(message)
+            status = session.send(message, record)
         context.log.info("digest of %d errors %s to %s", digest.entries, status,
                          ", ".join(recipients))
-    if since is None and not context.dry_run:
-        context.state.set(context.task, key, positions)
+    elif not context.dry_run:
+        record()
+    for line in context.mailer.problems:  # a queued digest is not delivered
+        context.problem(line)
     what = "rescanned" if since else "new"
-    verb = "would mail" if context.dry_run and digest.entries else "mailed" if digest.entries else "no mail"
-    return f"{digest.entries} {what} errors in {len(digest.groups)} kinds; {verb}"
+    summary = f"{digest.entries} {what} errors in {len(digest.groups)} kinds"
+    if status == "spooled":
+        return summary  # the problem above says it is queued, and why
+    verb = {"no mail": "no mail", "dry-run": "would mail"}.get(status, "mailed")
+    return f"{summary}; {verb}"
 
 
 def rescan_start(args):
@@ -391,10 +407,13 @@ def rescan_start(args):
 def add_arguments(parser):
     window = parser.add_argument_group("rescan a window (no read position moves)")
     window.add_argument("--since", type=datetime.datetime.fromisoformat,
-                        metavar="'YYYY-MM-DD hh:mm:ss'")
-    window.add_argument("--days", type=cioctasks.number(0, 3650))
-    window.add_argument("--hours", type=cioctasks.number(0, 24 * 3650))
-    window.add_argument("--minutes", type=cioctasks.number(0, 24 * 60 * 3650))
+                        metavar="'YYYY-MM-DD hh:mm:ss'", help="rescan the errors since this moment")
+    window.add_argument("--days", type=cioctasks.number(0, 3650),
+                        help="rescan the errors of the last N days")
+    window.add_argument("--hours", type=cioctasks.number(0, 24 * 3650),
+                        help="rescan the errors of the last N hours")
+    window.add_argument("--minutes", type=cioctasks.number(0, 24 * 60 * 3650),
+                        help="rescan the errors of the last N minutes")
 
 
 if __name__ == "__main__":

@@ -10,14 +10,18 @@ when asked, collecting every message it accepts.
 
 What it holds: ``port``, ``ca_file`` (PEM of the trustme CA that signed its certificate,
 for ``SSL_CERT_FILE``), ``messages`` (email.message.EmailMessage, in arrival order),
-``envelopes`` ([(mail_from, [rcpt_to, ...])] alongside), ``logins`` (user names that
-logged in) and ``connections`` (SMTP connections opened to it).
+``raw`` (the bytes of each, as received), ``envelopes`` ([(mail_from, [rcpt_to, ...])]
+alongside), ``logins`` (user names that logged in) and ``connections`` (SMTP connections
+opened to it).
 
 How it misbehaves, for tests of failures: ``refuse`` and ``defer`` are sets of recipients
 answered 550 or 451 at RCPT; ``data_replies`` maps a recipient to the reply the end of DATA
 gets for a message to it (``"554 5.6.0 refused"``); ``delay`` makes each DATA take that
 many seconds; ``idle_timeout`` closes a connection idle for that many seconds. With
-``auth`` a message from a client that did not log in is refused (530).
+``auth`` a message from a client that did not log in is refused (530). ``down_after``: once
+that many messages arrived, every DATA is answered 421 (the server is going down).
+``on_message(message)`` is called once a message is accepted and before the client gets
+the 250: a test kills the client there, between acceptance and its record.
 """
 
 import asyncio
@@ -69,10 +73,15 @@ class _Handler:
         for recipient in envelope.rcpt_tos:
             if recipient in server.data_replies:
                 return server.data_replies[recipient]
+        if server.down_after is not None and len(server.messages) >= server.down_after:
+            return "421 4.3.2 shutting down"
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with server.lock:
             server.messages.append(message)
+            server.raw.append(bytes(envelope.content))
             server.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        if server.on_message is not None:
+            server.on_message(message)
         return "250 Message accepted"
 
 
@@ -89,7 +98,10 @@ class SMTPServer:
         self.delay = delay
         self.idle_timeout = idle_timeout
         self.messages = []
+        self.raw = []
         self.envelopes = []
+        self.down_after = None
+        self.on_message = None
         self.logins = []
         self.connections = 0
         self.refuse = set()

@@ -6,7 +6,7 @@ import sys
 import time
 
 from cioctasks import mail
-from conftest import ROOT, mails, mails_of_a_run, run_command
+from conftest import ROOT, assert_no_traceback, mails, mails_of_a_run, run_command
 from smtpserver import SMTPServer, free_port
 
 SCRIPT = ROOT / "cron" / "cic_changes_for_vol.py"
@@ -58,11 +58,11 @@ def test_a_crash_half_way_then_a_rerun_sends_each_message_once(world, monkeypatc
     real_send = mail.Session.send
     calls = []
 
-    def send_then_crash(self, message):
+    def send_then_crash(self, message, record=None):
         if calls:
             raise KeyboardInterrupt("power cut")
         calls.append(message)
-        return real_send(self, message)
+        return real_send(self, message, record)
 
     monkeypatch.setattr(mail.Session, "send", send_then_crash)
     try:
@@ -79,12 +79,23 @@ def test_a_crash_half_way_then_a_rerun_sends_each_message_once(world, monkeypatc
     assert len(recipients) == len(set(recipients)) > 1
 
 
-def test_mail_for_a_server_that_is_down_is_spooled_and_the_run_succeeds(world):
-    env = dict(world.env, CIOC_MAIL_BACKEND="smtp", CIOC_MAIL_PORT=str(free_port()))
+def test_mail_for_a_server_that_is_down_is_queued_and_the_run_says_so_with_exit_1(world):
+    port = free_port()
+    env = dict(world.env, CIOC_MAIL_BACKEND="smtp", CIOC_MAIL_PORT=str(port))
     result = run_command([sys.executable, SCRIPT, "-a", "ciocdemo"], env)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1  # not delivered: monitoring sees it tonight
+    assert_no_traceback(result)
     spooled = list((world.directory / "state" / "outbox").glob("*.eml"))
     assert spooled
+    assert "; mailed 0 agencies; " in result.stdout
+    assert (f"queued {len(spooled)} messages for the next run (mail server 127.0.0.1:{port}: "
+            "connection refused)") in result.stdout
+    with SMTPServer(port=port) as server:
+        time.sleep(1.1)
+        again = run_command([sys.executable, SCRIPT, "-a", "ciocdemo"], env)
+        assert again.returncode == 0, again.stderr
+        assert len(server.wait_for(len(spooled))) == len(spooled)  # sent once, by the outbox
+    assert "nothing to report yet" in again.stdout or "mailed 0 agencies" in again.stdout
 
 
 def test_record_names_with_line_breaks_never_reach_a_header(world):

@@ -207,7 +207,8 @@ def test_a_refused_login_is_a_clear_problem_and_the_message_waits_in_the_outbox(
     assert str(error.value).startswith(
         f"mail server {where} refused the login for user 'tasks': 535")
     assert "\n" not in str(error.value)
-    assert mailer.problems == [str(error.value)]
+    assert mailer.problems == [str(error.value),
+                               f"queued 2 messages for the next run ({error.value})"]
     assert len(outbox_files(tmp_path)) == 2
     texts = [str(error.value), *mailer.problems, caplog.text,
              *(p.read_text("utf-8") for p in outbox_files(tmp_path))]
@@ -220,8 +221,9 @@ def test_a_server_certificate_that_is_not_trusted_is_a_tls_problem_and_nothing_i
         mailer = mail.Mailer(settings_for(tmp_path, server))
         with mailer.session() as session:
             assert session.send(message()) == "spooled"
-    assert len(mailer.problems) == 1
+    assert len(mailer.problems) == 2
     assert "TLS failed: certificate verify failed" in mailer.problems[0]
+    assert mailer.problems[1] == f"queued 1 message for the next run ({mailer.problems[0]})"
     assert len(outbox_files(tmp_path)) == 1
 
 
@@ -231,8 +233,8 @@ def test_a_server_that_wants_a_login_the_settings_lack_is_a_problem_and_nothing_
         with mailer.session() as session:
             assert session.send(message(to="one@example.org")) == "spooled"
             assert session.send(message(to="two@example.org")) == "spooled"
-    assert mailer.problems == [
-        f"mail server 127.0.0.1:{server.port}: requires a login: 530 5.7.0 Authentication required"]
+    why = f"mail server 127.0.0.1:{server.port}: requires a login: 530 5.7.0 Authentication required"
+    assert mailer.problems == [why, f"queued 2 messages for the next run ({why})"]
     assert len(outbox_files(tmp_path)) == 2 and failed_files(tmp_path) == []
 
 
@@ -247,7 +249,8 @@ def test_a_server_that_closes_mid_batch_leaves_the_rest_of_the_batch_in_the_outb
         del server.data_replies["first@example.org"]
         assert mail.Mailer(settings_for(tmp_path, server)).flush_outbox() == outbox.Report(3, 0, 0)
     assert delivered_to(server) == ["first@example.org", "second@example.org", "third@example.org"]
-    assert mailer.problems == []
+    assert mailer.problems == [f"queued 3 messages for the next run (mail server "
+                               f"127.0.0.1:{server.port}: 421 4.3.2 shutting down)"]
 
 
 def test_check_of_a_server_that_is_down_is_one_clear_line(tmp_path):
@@ -349,7 +352,9 @@ def test_a_deferred_recipient_is_spooled_and_the_batch_goes_on(tmp_path):
         server.wait_for(1)
     assert len(outbox_files(tmp_path)) == 1
     assert server.connections == 1
-    assert mailer.problems == []
+    assert (mailer.sent, mailer.queued) == (1, 1)
+    assert mailer.problems == [f"queued 1 message for the next run (mail server "
+                               f"127.0.0.1:{server.port}: 451 4.3.0 try again later)"]
 
 
 def test_a_message_to_one_accepted_and_one_deferred_recipient_goes_later_to_that_one_only(tmp_path):
@@ -381,7 +386,9 @@ def test_a_server_that_is_down_gets_the_messages_on_the_next_flush(tmp_path):
         assert session.send(message(to="one@example.org")) == "spooled"
         assert session.send(message(to="two@example.org")) == "spooled"
     assert len(outbox_files(tmp_path)) == 2
-    assert mailer.problems == []  # down for now is not a problem; it is logged
+    # Queued is not delivered: the run's result says so, not only the log.
+    assert mailer.problems == [
+        f"queued 2 messages for the next run (mail server 127.0.0.1:{port}: connection refused)"]
     with SMTPServer(port=port) as server:
         report = mail.Mailer(settings).flush_outbox()
         server.wait_for(2)
@@ -593,3 +600,108 @@ def test_a_dry_run_sends_and_writes_nothing(tmp_path, caplog, memory_outbox, bac
     assert server.messages == [] and server.connections == 0 and memory_outbox == []
     assert not (tmp_path / "outbox").exists() and not (tmp_path / "mail").exists()
     assert "(dry run) would mail" in caplog.text
+
+
+# -- write ahead: stored before it is handed over, recorded before the server has it -------
+
+def journal_files(tmp_path):
+    """The journals of sessions that hold a message."""
+    return [p for p in sorted((tmp_path / "outbox" / "sending").glob("*.journal"))
+            if p.stat().st_size]
+
+
+def test_the_record_runs_once_the_message_is_stored_and_before_the_server_has_it(tmp_path):
+    seen = []
+    with SMTPServer() as server:
+        mailer = mail.Mailer(settings_for(tmp_path, server))
+        sent = message()
+
+        def record():
+            stored = [outbox.unpack(outbox.read_journal(p)) for p in journal_files(tmp_path)]
+            seen.append((len(server.messages), stored))
+
+        with mailer.session() as session:
+            assert session.send(sent, record) == "sent"
+        server.wait_for(1)
+    assert seen == [(0, [("vol@cioc.example", ["volunteer@example.org"], sent.as_bytes())])]
+    assert list((tmp_path / "outbox" / "sending").iterdir()) == []
+    assert outbox_files(tmp_path) == []
+    assert (mailer.sent, mailer.queued, mailer.problems) == (1, 0, [])
+
+
+def test_a_record_that_fails_sends_nothing_and_keeps_nothing(tmp_path):
+    with SMTPServer() as server:
+        mailer = mail.Mailer(settings_for(tmp_path, server))
+
+        def record():
+            raise RuntimeError("state database is locked")
+
+        with pytest.raises(RuntimeError), mailer.session() as session:
+            session.send(message(), record)
+    assert server.messages == [] and server.connections == 0
+    assert journal_files(tmp_path) == [] and outbox_files(tmp_path) == []
+
+
+def test_a_flush_while_a_message_is_in_flight_leaves_it_to_its_session(tmp_path):
+    with SMTPServer() as server:
+        settings = settings_for(tmp_path, server)
+        reports = []
+        with mail.Mailer(settings).session() as session:
+            session.send(message(), lambda: reports.append(mail.Mailer(settings).flush_outbox()))
+        server.wait_for(1)
+        time.sleep(0.2)
+    assert reports == [outbox.Report(0, 0, 0)]
+    assert len(server.messages) == 1
+
+
+def test_a_message_left_in_flight_by_a_dead_run_is_sent_as_it_was_stored(tmp_path):
+    port = free_port()
+    settings = settings_for(tmp_path, CIOC_MAIL_PORT=port)
+    sent = message(identity=("volnotify", "ciocdemo:1:never:profile-1", ["V1"]))
+    dead = outbox.Journal(outbox.Outbox(tmp_path / "outbox"))
+    dead.store(outbox.pack(sent.as_bytes(), "vol@cioc.example", ["volunteer@example.org"]))
+    dead.close()  # as when its process dies: the message stays, the lock is free
+    cut = outbox.Journal(outbox.Outbox(tmp_path / "outbox"))
+    cut.store(b"a write cut short")
+    with open(cut.path, "r+b") as handle:
+        handle.truncate(30)
+    cut.close()
+    assert len(journal_files(tmp_path)) == 2
+    with SMTPServer(port=port) as server:
+        assert mail.Mailer(settings).flush_outbox() == outbox.Report(1, 0, 0)
+        server.wait_for(1)
+    assert server.raw == [sent.as_bytes()]
+    assert list((tmp_path / "outbox" / "sending").iterdir()) == []
+
+
+def test_an_identity_gives_the_same_message_id_every_time_and_another_one_another():
+    first = message(identity=("volnotify", "ciocdemo:1:never:p1", ["V1", "V2"]))
+    again = message(identity=("volnotify", "ciocdemo:1:never:p1", ["V1", "V2"]))
+    other = message(identity=("volnotify", "ciocdemo:1:never:p1", ["V1", "V2", "V3"]))
+    assert first.message_id == again.message_id != other.message_id
+    assert first.message_id.endswith(".cioctasks@cioc.example>")
+
+
+def test_an_outbox_that_cannot_be_written_refuses_recorded_mail_in_one_line_naming_it(tmp_path):
+    (tmp_path / "blocked").write_text("a file where the outbox's folder should be")
+    with SMTPServer() as server:
+        settings = settings_for(tmp_path, server, CIOC_MAIL_OUTBOX=tmp_path / "blocked" / "outbox")
+        recorded = []
+        with pytest.raises(mail.StoreError) as error, mail.Mailer(settings).session() as session:
+            session.send(message(), lambda: recorded.append(1))
+        # Nothing records a failure report: it goes out unstored rather than not at all.
+        with mail.Mailer(settings).session() as session:
+            assert session.send(message(to="tasks@example.org")) == "sent"
+        server.wait_for(1)
+    assert str(error.value).startswith(f"cannot write mail into {tmp_path / 'blocked' / 'outbox'}: ")
+    assert "\n" not in str(error.value) and recorded == []
+    assert [to for _, [to] in server.envelopes] == ["tasks@example.org"]
+
+
+def test_a_full_outbox_while_the_server_is_down_names_the_folder(tmp_path):
+    (tmp_path / "blocked").write_text("")
+    settings = settings_for(tmp_path, CIOC_MAIL_PORT=free_port(),
+                            CIOC_MAIL_OUTBOX=tmp_path / "blocked" / "outbox")
+    with pytest.raises(mail.StoreError, match=r"^cannot write mail into .*blocked.outbox: "):
+        with mail.Mailer(settings).session() as session:
+            session.send(message())

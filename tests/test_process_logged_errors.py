@@ -9,7 +9,7 @@ import hypothesis
 import hypothesis.strategies as st
 
 from conftest import ROOT, assert_no_traceback, mails, run_command
-from smtpserver import free_port
+from smtpserver import SMTPServer, free_port
 
 SCRIPT = ROOT / "cron" / "process_logged_errors.py"
 sys.path.insert(0, str(ROOT / "cron"))
@@ -118,13 +118,21 @@ def test_bytes_that_are_not_utf8_do_not_stop_it(world):
     assert result.returncode == 0 and "1 new errors" in result.stdout
 
 
-def test_a_digest_for_a_server_that_is_down_is_spooled_and_the_position_moves(world):
-    env = dict(world.env, CIOC_MAIL_BACKEND="smtp", CIOC_MAIL_PORT=str(free_port()))
+def test_a_digest_for_a_server_that_is_down_is_queued_the_run_fails_and_the_position_moves(world):
+    port = free_port()
+    env = dict(world.env, CIOC_MAIL_BACKEND="smtp", CIOC_MAIL_PORT=str(port))
     first = run(world, env=env)
-    assert first.returncode == 0, first.stderr
+    assert first.returncode == 1  # not delivered: monitoring sees it tonight
+    assert_no_traceback(first)
+    assert (f"queued 1 message for the next run (mail server 127.0.0.1:{port}: connection "
+            "refused)") in first.stdout
+    assert "mailed" not in first.stdout
     assert len(list((world.directory / "state" / "outbox").glob("*.eml"))) == 1
-    second = run(world, env=env)
-    assert "no mail" in second.stdout
+    with SMTPServer(port=port) as server:
+        second = run(world, env=env)
+        assert second.returncode == 0, second.stderr
+        assert "no mail" in second.stdout
+        assert len(server.wait_for(1)) == 1  # the queued digest, sent by the outbox
 
 
 def test_a_rescan_mails_again_without_moving_the_position(world):
@@ -190,3 +198,17 @@ def test_a_large_log_is_scanned_with_the_same_result_and_identical_entries_share
     assert counts == [(("(no traceback)", "https://site.cioc.ca/page/alpha"), 2),
                       (("(no traceback)", "https://site.cioc.ca/page/beta"), 1),
                       (("KeyError", "<value>"), 600)]
+
+
+def test_a_digest_one_of_whose_recipients_is_refused_says_so_and_exits_1(world):
+    with SMTPServer() as server:
+        server.refuse.add("gone@example.org")
+        env = dict(world.env, CIOC_MAIL_BACKEND="smtp", CIOC_MAIL_PORT=str(server.port),
+                   CIOC_ERROR_EMAIL_CIOCDEMO="dev@example.org, gone@example.org")
+        result = run(world, env=env)
+        server.wait_for(1)
+    assert result.returncode == 1
+    assert_no_traceback(result)
+    assert server.envelopes[0][1] == ["dev@example.org"]
+    assert (f"mail to gone@example.org refused by 127.0.0.1:{server.port}: 550 5.1.1 no such "
+            "mailbox") in result.stdout

@@ -420,11 +420,11 @@ def test_a_crash_half_way_through_a_batch_then_a_rerun_sends_only_the_rest(world
         real_send = mail.Session.send
         sent = []
 
-        def send_then_crash(self, message):
+        def send_then_crash(self, message, record=None):
             if len(sent) == 5:
                 raise KeyboardInterrupt("power cut")
             sent.append(message)
-            return real_send(self, message)
+            return real_send(self, message, record)
 
         monkeypatch.setattr(mail.Session, "send", send_then_crash)
         with pytest.raises(KeyboardInterrupt):

@@ -6,9 +6,10 @@ member's last notification, the profiles that asked for new or changed ones (Not
 read from VOL_Profile, as the procedure returns only NotifyUpdated) and the member's mail
 settings. Each profile gets one message (English or French, text and HTML) listing its
 matching positions, new ones first, with an unsubscribe link and a List-Unsubscribe header,
-over one SMTP connection per member. Each message is recorded in the run state before the
-next is sent, so a rerun after a crash sends only the rest; sp_VOL_Profile_Notify_Done runs
-once the whole batch is through.
+over one SMTP connection per member. Each message is stored in the outbox's journal and
+recorded in the run state before it is handed to the server, so a rerun after a crash sends
+the stored message as it was (same Message-ID) and builds only the rest;
+sp_VOL_Profile_Notify_Done runs once the whole batch is through.
 """
 
 import sys
@@ -109,8 +110,9 @@ class Renderer:
         return text, html
 
 
-def build_message(renderer, settings_row, profile, chosen):
-    """The message for one profile; raise ValueError (or mail.HeaderError) if it cannot be."""
+def build_message(renderer, settings_row, profile, chosen, identity=None):
+    """The message for one profile; raise ValueError (or mail.HeaderError) if it cannot be.
+    ``identity`` names the work, for a Message-ID that a rebuild of it keeps."""
     from cioctasks import mail  # email and ssl: loaded once there is mail to make
 
     row = profile.row
@@ -124,7 +126,7 @@ def build_message(renderer, settings_row, profile, chosen):
     return mail.Message(
         to=row["Email"], subject=SUBJECTS[culture], text=text, html=html, sender=sender,
         sender_name=one_line(settings_row.get("DefaultEmailNameVOL")) or None,
-        headers={"List-Unsubscribe": f"<{unsubscribe}>"},
+        headers={"List-Unsubscribe": f"<{unsubscribe}>"}, identity=identity,
     )
 
 
@@ -145,7 +147,7 @@ def notify_new_of(database, member_id):
 
 
 def notify_member(context, database, member_id, renderer):
-    """Mail one member's profiles; return (messages sent or spooled, profiles matched)."""
+    """Mail one member's profiles; return (messages handed to the mailer, profiles matched)."""
     from cioctasks import mail  # email and ssl: loaded once there is mail to make
 
     opportunity_rows, profile_rows, settings_rows = database.call("sp_VOL_Profile_Notify", member_id)
@@ -169,14 +171,18 @@ def notify_member(context, database, member_id, renderer):
             chosen = [opportunities[i] for i in found[p_index] if opportunities[i].vnum not in done]
             if not chosen:
                 continue
+            vnums = sorted(done | {o.vnum for o in chosen})
+
+            def record(key=key, vnums=vnums):  # before the server has it: see mail.Session
+                context.state.set(context.task, key, vnums)
+
             try:
-                message = build_message(renderer, settings_row, profile, chosen)
-                session.send(message)
+                message = build_message(renderer, settings_row, profile, chosen,
+                                        identity=(context.task, key, vnums))
+                session.send(message, record)
             except (ValueError, mail.Refused) as error:
                 context.problem(f"member {member_id} profile {profile.profile_id}: {error}")
                 continue
-            if not context.dry_run:
-                context.state.set(context.task, key, sorted(done | {o.vnum for o in chosen}))
             sent += 1
     if not context.dry_run:
         database.call("sp_VOL_Profile_Notify_Done", member_id)
@@ -188,8 +194,10 @@ def notify_member(context, database, member_id, renderer):
 
 
 def task(context, name):
+    from cioctasks import mail
+
     renderer = Renderer()
-    total = members = 0
+    members = 0
     with context.connect(name) as database:
         (enabled,) = database.call("sp_VOL_Profile_Notify_Enabled")
         # The procedure lists every member; only those using volunteer profiles get mail.
@@ -199,14 +207,24 @@ def task(context, name):
             member_ids = [m for m in member_ids if m in context.args.member]
         for member_id in member_ids:
             try:
-                sent, _ = notify_member(context, database, member_id, renderer)
+                notify_member(context, database, member_id, renderer)
+            except mail.StoreError as error:  # no message can be kept: stop this database
+                raise cioctasks.TaskError(f"{error} ({mailed(context)})") from None
             except cioctasks.TaskError as error:
                 context.problem(str(error))
                 continue
-            total += sent
             members += 1
-    verb = "would mail" if context.dry_run else "mailed"
-    return f"{members} members, {verb} {total} volunteers"
+    for line in context.mailer.problems:  # queued mail, refused recipients: not delivered
+        context.problem(line)
+    return f"{members} members, {mailed(context)}"
+
+
+def mailed(context):
+    """What the mailer did in this run, counted message by message: "mailed N volunteers"."""
+    mailer = context.mailer
+    if context.dry_run:
+        return f"would mail {mailer.would_send} volunteers"
+    return f"mailed {mailer.sent} volunteers"
 
 
 def add_arguments(parser):

@@ -13,6 +13,13 @@ Unicode-safe; a CR, LF or NUL in any header value, name or address is refused wi
 - ``file``: each message is written as an ``.eml`` file into ``CIOC_MAIL_DIR``.
 - ``memory``: each message is appended to ``MEMORY_OUTBOX`` (tests).
 
+Write ahead (``smtp`` and ``file``): ``Session.send(message, record)`` stores the message,
+fsynced, in its session's journal (``outbox`` module), then calls ``record`` (the task's
+note that this work is done), and only then hands it over. A run killed after that is
+followed by a run that sends the stored message (same bytes, same Message-ID) and finds
+the work recorded, so it never builds the message again. A message with a ``record`` that
+cannot be stored is not sent: ``StoreError``, one line naming the folder.
+
 The SMTP protocol itself (connect, TLS, AUTH, one transaction) lives in ``smtp``; a
 private CA is trusted through the standard ``SSL_CERT_FILE`` variable.
 """
@@ -32,6 +39,7 @@ import smtplib
 from cioctasks import addresses, files, outbox, smtp, udl
 from cioctasks.addresses import HeaderError, clean as _clean
 from cioctasks.errors import TaskError
+from cioctasks.outbox import StoreError  # noqa: F401  (part of this module's interface)
 
 #: Messages delivered by the ``memory`` backend, for tests.
 MEMORY_OUTBOX = []
@@ -86,11 +94,13 @@ class Message:
     ``to`` is one address or a list of them. ``headers`` adds headers such as
     ``List-Unsubscribe``; a ``Message-ID`` or ``Date`` given there is kept, otherwise both
     are set once here, so the message keeps its identity when it is spooled and resent.
+    ``identity`` (a tuple of what names the work: task, database, key, ...) makes the
+    Message-ID a hash of it, so a message built again for the same work has the same one.
     Raise HeaderError for a line break or NUL in any header, or for a bad address.
     """
 
     def __init__(self, to, subject, text, sender, sender_name=None, html=None, headers=None,
-                 reply_to=None):
+                 reply_to=None, identity=None):
         listed = [to] if isinstance(to, str) else list(to or ())
         if not listed:
             raise HeaderError("a message needs at least one recipient")
@@ -115,6 +125,9 @@ class Message:
                 raise HeaderError(f"header {key} is set from the Message arguments")
             else:
                 self.headers[key] = value
+        if message_id is None and identity is not None:
+            digest = hashlib.sha256(repr(tuple(identity)).encode("utf-8")).hexdigest()[:32]
+            message_id = f"<{digest}.cioctasks@{self.sender.domain}>"
         self.message_id = message_id or email.utils.make_msgid(domain=self.sender.domain)
         self.date = date or email.utils.formatdate(localtime=True)
         self._bytes = None
@@ -156,19 +169,32 @@ class Message:
 class Mailer:
     """Sends messages with the configured backend.
 
-    ``problems`` collects one-line issues for the run report (a refused login, a recipient
-    refused for good), each once, never with a password.
+    ``problems`` lists one-line issues for the run report (a refused login, a recipient
+    refused for good, messages queued for a later run), each once, never with a password.
+    ``sent`` counts the messages accepted (written, with ``file``), ``queued`` those left
+    in the outbox for a later run, ``would_send`` those a dry run would have sent.
     """
 
     def __init__(self, settings, dry_run=False, log=None):
         self.settings = settings
         self.dry_run = dry_run
         self.log = log
-        self.problems = []
+        self._problems = []
         self.outbox = outbox.Outbox(settings.mail_outbox)
         #: Why the server cannot be reached in this run, once a connection failed: later
         #: sessions spool at once instead of waiting for the same timeout again.
         self.down = None
+        self.sent = self.queued = self.would_send = 0
+        self.queued_why = None
+        self._recovered = False
+
+    @property
+    def problems(self):
+        """The problems so far; messages queued make one: the run did not deliver them."""
+        if not self.queued:
+            return list(self._problems)
+        count = f"{self.queued} message" + ("s" if self.queued > 1 else "")
+        return [*self._problems, f"queued {count} for the next run ({self.queued_why})"]
 
     # text that leaves the mailer: logs, problems, exceptions; all masked
     def mask(self, text):
@@ -180,8 +206,8 @@ class Mailer:
 
     def problem(self, text):
         text = self.mask(text)
-        if text not in self.problems:
-            self.problems.append(text)
+        if text not in self._problems:
+            self._problems.append(text)
         self.note(logging.ERROR, text)
 
     def where(self):
@@ -234,6 +260,12 @@ class Mailer:
     def session(self):
         """Yield a Session: one SMTP connection for a batch, opened on its first send and
         closed (QUIT) at the end of the block."""
+        if not self._recovered and not self.dry_run:
+            self._recovered = True
+            try:
+                self.recover()
+            except StoreError as error:  # it stays in its journal: nothing is lost
+                self.note(logging.WARNING, "%s; mail of a killed run waits", error)
         session = Session(self)
         try:
             yield session
@@ -261,13 +293,41 @@ class Mailer:
             return outbox.Report(0, self.outbox.count(), 0)
         return self.outbox.flush(self)
 
+    def recover(self):
+        """Deliver what runs killed while sending left in their journals: into the outbox
+        (``smtp``, for the next flush) or into ``CIOC_MAIL_DIR`` (``file``). Raise
+        StoreError if that cannot be written."""
+        backend = self.settings.mail_backend
+        if backend not in ("smtp", "file"):
+            return
+        recovered = self.outbox.recover(self._write_stored if backend == "file" else None)
+        if recovered:
+            self.note(logging.WARNING, "%d messages of a run killed while sending them are "
+                      "delivered as they were stored", recovered)
+
     def write_file(self, message):
-        """Write a message into ``CIOC_MAIL_DIR`` (the ``file`` backend); return its path."""
+        """Write a message into ``CIOC_MAIL_DIR`` (the ``file`` backend); return its path.
+        Raise StoreError naming the folder if it cannot be written."""
+        return self._write(message.message_id, message.as_bytes())
+
+    def _write(self, message_id, data):
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        short_id = hashlib.sha256(message.message_id.encode("utf-8")).hexdigest()[:10]
+        short_id = hashlib.sha256(message_id.encode("utf-8")).hexdigest()[:10]
         path = self.settings.mail_dir / f"{stamp}-{next(_file_counter)}-{short_id}.eml"
-        files.atomic_write(path, message.as_bytes())
+        try:
+            files.atomic_write(path, data)
+        except OSError as error:
+            raise outbox.store_error(error, self.settings.mail_dir) from None
         return path
+
+    def _write_stored(self, stored):
+        """Write a message recovered from a journal into ``CIOC_MAIL_DIR``, unless it is
+        there already (the run was killed after writing it)."""
+        data = outbox.unpack(stored)[2]
+        message_id = outbox.message_id_of(data)
+        short_id = hashlib.sha256(message_id.encode("utf-8")).hexdigest()[:10]
+        if not any(self.settings.mail_dir.glob(f"*-{short_id}.eml")):
+            self._write(message_id, data)
 
 
 class Session:
@@ -277,6 +337,7 @@ class Session:
         self.mailer = mailer
         self.client = None
         self.used = False  # the connection carried a transaction: it may have gone idle
+        self.journal = outbox.Journal(mailer.outbox)
 
     def _client(self):
         if self.client is None and self.mailer.down is None:
@@ -284,33 +345,64 @@ class Session:
             self.used = False
         return self.client
 
-    def send(self, message):
+    def send(self, message, record=None):
         """Send one message; return ``sent``, ``spooled`` or ``dry-run``.
 
+        ``record``: a function that records the work this message reports as done. It is
+        called once the message is stored (see the module docstring) and before it is handed
+        over; not in a dry run. If it raises, nothing is sent.
         ``spooled``: the server cannot take it now; it waits in the outbox for the next
-        run. Raise Refused if the server refuses it for good (it is kept in outbox/failed).
+        run. Raise Refused if the server refuses it for good (it is kept in outbox/failed),
+        StoreError if it cannot be stored.
         """
         mailer = self.mailer
         recipients = ", ".join(message.recipients)
         if mailer.dry_run:
             mailer.note(logging.INFO, "(dry run) would mail %r to %s", message.subject,
                         recipients)
+            mailer.would_send += 1
             return "dry-run"
         backend = mailer.settings.mail_backend
+        stored = backend != "memory"
+        if stored:
+            try:
+                self.journal.store(outbox.pack(message.as_bytes(), message.sender.addr_spec,
+                                               message.recipients))
+            except StoreError as error:
+                if record is not None:
+                    raise
+                # Nothing records it (a failure report, say): better sent unstored than not.
+                mailer.note(logging.WARNING, "%s; mail %s goes without it", error,
+                            message.message_id)
+                stored = False
+        if record is not None:
+            try:
+                record()
+            except BaseException:
+                self.journal.clear()
+                raise
         if backend == "memory":
             MEMORY_OUTBOX.append(message)
-            return "sent"
-        if backend == "file":
+            status = "sent"
+        elif backend == "file":
             path = mailer.write_file(message)
             mailer.note(logging.INFO, "mail %s to %s written to %s", message.message_id,
                         recipients, path)
-            return "sent"
-        return self._send_smtp(message)
+            status = "sent"
+        else:
+            status = self._send_smtp(message)
+        if stored:
+            self.journal.clear()  # settled: sent, spooled or failed
+        if status == "sent":
+            mailer.sent += 1
+        return status
 
     def _spool(self, message, recipients, why):
         mailer = self.mailer
         mailer.outbox.spool(message.as_bytes(), message.sender.addr_spec, recipients,
                             message.message_id)
+        mailer.queued += 1
+        mailer.queued_why = why
         mailer.note(logging.WARNING, "mail %s to %s kept in the outbox: %s",
                     message.message_id, ", ".join(recipients), why)
         return "spooled"
@@ -340,13 +432,13 @@ class Session:
             mailer.note(logging.INFO, "mail %s sent to %s", message.message_id,
                         ", ".join(delivery.accepted))
             if delivery.deferred:
-                self._spool(message, list(delivery.deferred), "; ".join(
-                    f"{a}: {r}" for a, r in delivery.deferred.items()))
+                self._spool(message, list(delivery.deferred), f"mail server {where}: " +
+                            "; ".join(f"{a}: {r}" for a, r in delivery.deferred.items()))
             return "sent"
         # Whatever was not refused for good waits in the outbox.
         waiting = [r for r in recipients if r not in delivery.refused]
         if delivery.outcome == "later":
-            return self._spool(message, waiting, f"{where}: {delivery.reply}")
+            return self._spool(message, waiting, f"mail server {where}: {delivery.reply}")
         if delivery.outcome == "lost":
             mailer.down = mailer.mask(f"mail server {where}: {delivery.reply}")
             if delivery.attention:
@@ -354,6 +446,7 @@ class Session:
             self._drop()
             return self._spool(message, waiting, mailer.down)
         mailer.outbox.fail(message.as_bytes(), sender, recipients, message.message_id)
+        self.journal.clear()
         line = mailer.mask(f"mail to {', '.join(recipients)} refused by {where}: "
                            f"{delivery.reply}")
         mailer.note(logging.ERROR, "%s (kept in %s)", line, mailer.outbox.failed_folder)
@@ -365,8 +458,12 @@ class Session:
             self.client = None
 
     def close(self):
-        """QUIT and close the connection, if one was opened."""
-        if self.client is not None:
-            with contextlib.suppress(OSError):
-                self.client.quit()
-            self._drop()
+        """QUIT and close the connection, if one was opened. A message whose send was cut
+        short (it may have arrived) stays in the journal, to be sent again as it is."""
+        try:
+            if self.client is not None:
+                with contextlib.suppress(OSError):
+                    self.client.quit()
+                self._drop()
+        finally:
+            self.journal.close()

@@ -1,4 +1,4 @@
-"""The outbox: mail the SMTP server could not take yet, kept as ``.eml`` files until it can.
+"""The outbox: mail not yet accepted by the SMTP server, kept as ``.eml`` files until it is.
 
 Each spooled file is the message with its SMTP envelope (sender and the recipients still
 waiting for it) in ``X-Cioctasks-Envelope-*`` lines in front; they are taken off again
@@ -7,13 +7,20 @@ already have it from going to those twice. The file is named after the message's
 Message-ID, so spooling the same message again keeps one copy, and it is written
 atomically, so a crash never leaves half a message.
 
+Write ahead: before any byte of a message goes to the server (or into ``CIOC_MAIL_DIR``),
+``Journal.store`` writes it, fsynced, into the session's journal ``sending/<id>.journal``,
+whose lock (``sending/<id>.lock``) the session's process holds; the task records its work
+only after that, and the journal is emptied once the message is settled (accepted, spooled
+or failed). A process killed in between leaves its journal behind and its lock free:
+``recover`` (run by every flush and by the first session of a run) spools such a message,
+and it is sent as it was stored, with the same bytes and Message-ID. So a crash can make
+the server receive a message twice, never two different messages for the same work.
+
 ``flush`` sends the spooled files over one connection, oldest first, and deletes each only
 after the server accepted it; a permanent refusal moves the file to ``failed/``, a
 temporary one leaves it for the next run (a file in ``failed/`` moved back into the
 outbox is tried again). A non-blocking lock on ``.lock`` means two tasks
 flushing at once never send the same message twice: the second one skips its flush.
-Between the server's "accepted" and the delete there is no safe way to be sure on a crash;
-the file is deleted at once so that window is as short as it can be.
 """
 
 import collections
@@ -30,6 +37,18 @@ import time
 from pathlib import Path
 
 from cioctasks import files, smtp
+from cioctasks.errors import TaskError
+
+
+class StoreError(TaskError):
+    """A message cannot be written where it must be kept (a full disk, no permission)."""
+
+
+def store_error(error, folder):
+    """Given an OSError met writing mail into ``folder``, return a StoreError of one line
+    naming the folder (a failed write names no file)."""
+    return StoreError(f"cannot write mail into {folder}: {error.strerror or error}")
+
 
 #: What ``flush`` did: messages sent, still waiting, and moved to ``failed/``.
 Report = collections.namedtuple("Report", "sent remaining failed")
@@ -48,7 +67,8 @@ def file_name(message_id):
     return hashlib.sha256(message_id.strip().encode("utf-8")).hexdigest()[:24] + ".eml"
 
 
-def _message_id_of(data):
+def message_id_of(data):
+    """The Message-ID of a message's bytes (without one: a hash of them)."""
     headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(data)
     message_id = headers.get("Message-ID")
     if message_id:
@@ -94,12 +114,138 @@ def unpack(stored):
     return sender, recipients, data
 
 
+def _lock_nowait(path, create=False):
+    """Return an open file holding an exclusive lock on ``path``, or None if another
+    process (or another session of this one) holds it or it does not exist."""
+    import portalocker
+
+    try:
+        handle = open(path, "x" if create else "r+b")
+    except (FileNotFoundError, FileExistsError):
+        return None
+    try:
+        portalocker.lock(handle, portalocker.LOCK_EX | portalocker.LOCK_NB)
+    except (portalocker.LockException, OSError):
+        handle.close()
+        return None
+    return handle
+
+
+#: The first line of a journal: the length and SHA-256 of what follows, so that a write cut
+#: short is recognised (and dropped: nothing was recorded or sent after it).
+JOURNAL = b"X-Cioctasks-Journal:"
+
+
+def _sync_folder(folder):
+    if os.name == "nt":
+        return  # a folder cannot be fsynced on Windows; NTFS journals its entries
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_journal(path):
+    """Given a journal file, return the message it holds (envelope in front), or None if
+    it is empty or its write was cut short."""
+    head, _, data = path.read_bytes().partition(b"\r\n")
+    try:
+        length, digest = head[len(JOURNAL):].split()
+        whole = head.startswith(JOURNAL) and len(data) == int(length)
+    except ValueError:
+        return None
+    return data if whole and hashlib.sha256(data).hexdigest().encode() == digest else None
+
+
+class Journal:
+    """One session's message in flight: ``<outbox>/sending/<id>.journal``, rewritten in
+    place for each message (one fsync each), under an OS lock on ``sending/<id>.lock`` that
+    the kernel drops when the process dies, however it dies."""
+
+    def __init__(self, outbox):
+        self.outbox = outbox
+        self.path = None
+        self._fd = self._lock = None
+
+    def _open(self):
+        import uuid
+
+        sending = self.outbox.sending_folder
+        name = uuid.uuid4().hex
+        try:
+            sending.mkdir(parents=True, exist_ok=True)
+            # Locked before the journal exists: a journal is never seen unlocked while its
+            # process lives.
+            self._lock = _lock_nowait(sending / f"{name}.lock", create=True)
+            if self._lock is None:
+                raise OSError(f"cannot lock {sending / name}.lock")
+            path = sending / f"{name}.journal"
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL
+                               | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOINHERIT", 0),
+                               0o600)
+            self.path = path
+            _sync_folder(sending)
+        except OSError as error:
+            if self._fd is None and self._lock is not None:
+                self._lock.close()
+                with contextlib.suppress(OSError):
+                    os.unlink(self._lock.name)
+                self._lock = None
+            raise store_error(error, self.outbox.folder) from None
+
+    def store(self, data):
+        """Keep ``data`` (a message with its envelope in front), fsynced, before it is sent.
+        Raise StoreError naming the outbox if it cannot be written."""
+        if self._fd is None:
+            self._open()
+        blob = b"%s %d %s\r\n%s" % (JOURNAL, len(data),
+                                     hashlib.sha256(data).hexdigest().encode(), data)
+        try:
+            os.lseek(self._fd, 0, os.SEEK_SET)
+            view = memoryview(blob)
+            while view:
+                view = view[os.write(self._fd, view):]
+            os.ftruncate(self._fd, len(blob))
+            getattr(os, "fdatasync", os.fsync)(self._fd)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                self.clear()
+            raise store_error(error, self.outbox.folder) from None
+
+    def clear(self):
+        """The message is settled (accepted, spooled, failed) or was never handed over."""
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+
+    def close(self):
+        """Release the journal. One still holding a message (a send cut short: it may have
+        arrived) stays for ``Outbox.recover``, which sends it again as it is."""
+        if self._fd is None:
+            return
+        try:
+            empty = os.fstat(self._fd).st_size == 0
+        except OSError:
+            empty = False
+        os.close(self._fd)
+        if empty:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        lock_path = Path(self._lock.name)
+        self._lock.close()
+        with contextlib.suppress(OSError):
+            lock_path.unlink()
+        self._fd = self._lock = self.path = None
+
+
 class Outbox:
-    """The spool folder (``CIOC_MAIL_OUTBOX``) and its ``failed/`` folder."""
+    """The spool folder (``CIOC_MAIL_OUTBOX``), its ``failed/`` folder and the journals of
+    messages in flight (``sending/``)."""
 
     def __init__(self, folder):
         self.folder = Path(folder)
         self.failed_folder = self.folder / "failed"
+        self.sending_folder = self.folder / "sending"
 
     def _entries(self):
         """Return [(mtime, path)] of the spooled messages, oldest first; cheap when empty."""
@@ -114,6 +260,13 @@ class Outbox:
             return []
         return sorted(entries)
 
+    def _sending_anything(self):
+        try:
+            with os.scandir(self.sending_folder) as found:
+                return any(True for _ in found)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+
     def pending(self):
         """Return the paths of the spooled messages, oldest first."""
         return [path for _, path in self._entries()]
@@ -123,16 +276,75 @@ class Outbox:
 
     def spool(self, data, sender, recipients, message_id=None):
         """Keep a message for a later run; return its path. Spooling it again replaces it."""
-        path = self.folder / file_name(message_id or _message_id_of(data))
-        files.atomic_write(path, pack(data, sender, recipients))
+        path = self.folder / file_name(message_id or message_id_of(data))
+        try:
+            files.atomic_write(path, pack(data, sender, recipients))
+        except OSError as error:
+            raise store_error(error, self.folder) from None
         return path
+
+    def keep(self, stored):
+        """Spool a message recovered from a journal (envelope in front), unless the outbox
+        holds it already (spooled just before the kill); return its path or None."""
+        name = file_name(message_id_of(unpack(stored)[2]))
+        if (self.folder / name).exists():
+            return None
+        try:
+            files.atomic_write(self.folder / name, stored)
+        except OSError as error:
+            raise store_error(error, self.folder) from None
+        return self.folder / name
+
+    def recover(self, deliver=None):
+        """Give the messages that runs killed while sending them left in their journals to
+        ``deliver(stored)`` (default: ``keep``); return how many. A journal whose write was
+        cut short holds nothing sent; a live session's journal is left alone."""
+        recovered = 0
+        stale = time.time() - 24 * 3600
+        try:
+            found = sorted(self.sending_folder.iterdir())
+        except (FileNotFoundError, NotADirectoryError):
+            return 0
+        for path in found:
+            journal = path.suffix == ".journal"
+            lock_path = path.with_suffix(".lock")
+            if not journal:  # a lock without its journal: of a run killed at once
+                with contextlib.suppress(OSError):
+                    if (path.suffix == ".lock" and not path.with_suffix(".journal").exists()
+                            and path.stat().st_mtime < stale):
+                        lock = _lock_nowait(path)
+                        if lock is not None:
+                            lock.close()
+                            path.unlink()
+                continue
+            lock = _lock_nowait(lock_path)
+            if lock is None and lock_path.exists():
+                continue  # its process is alive
+            try:
+                try:
+                    stored = read_journal(path)
+                except FileNotFoundError:
+                    continue  # another process recovered it just now
+                if stored is not None:
+                    (deliver or self.keep)(stored)
+                    recovered += 1
+                path.unlink()
+            finally:
+                if lock is not None:
+                    lock.close()
+                    with contextlib.suppress(OSError):
+                        lock_path.unlink()
+        return recovered
 
     def fail(self, data, sender, recipients, message_id=None):
         """Keep a message refused for good in ``failed/`` (and not in the outbox); return
         its path."""
-        name = file_name(message_id or _message_id_of(data))
+        name = file_name(message_id or message_id_of(data))
         path = self.failed_folder / name
-        files.atomic_write(path, pack(data, sender, recipients))
+        try:
+            files.atomic_write(path, pack(data, sender, recipients))
+        except OSError as error:
+            raise store_error(error, self.failed_folder) from None
         with contextlib.suppress(FileNotFoundError):
             (self.folder / name).unlink()
         return path
@@ -142,7 +354,7 @@ class Outbox:
 
         Skip the flush (nothing sent) while another process holds the outbox lock.
         """
-        if not self._entries():
+        if not self._entries() and not self._sending_anything():
             return Report(0, 0, 0)
         import portalocker
 
@@ -159,6 +371,10 @@ class Outbox:
                 portalocker.unlock(handle)
 
     def _flush_locked(self, mailer):
+        recovered = self.recover()
+        if recovered:
+            mailer.note(logging.WARNING, "outbox: %d messages of a run that died while "
+                        "sending them are sent again as they were stored", recovered)
         entries = self._entries()  # again, under the lock: another flush may have sent some
         if not entries:
             return Report(0, 0, 0)
@@ -182,7 +398,10 @@ class Outbox:
                                    f"{self.failed_folder}")
                     continue
                 delivery = smtp.transfer(client, sender, recipients, data)
-                outcome = self._settle(mailer, path, sender, recipients, data, delivery)
+                try:
+                    outcome = self._settle(mailer, path, sender, recipients, data, delivery)
+                except OSError as error:
+                    raise store_error(error, self.folder) from None
                 if outcome == "sent":
                     sent += 1
                 elif outcome == "refused":
@@ -212,7 +431,7 @@ class Outbox:
             if delivery.outcome != "refused":
                 mailer.problem(f"mail to {recipient} refused by {where}: {reply}")
         if delivery.outcome == "sent":
-            mailer.note(logging.INFO, "outbox: mail %s sent to %s", _message_id_of(data),
+            mailer.note(logging.INFO, "outbox: mail %s sent to %s", message_id_of(data),
                         ", ".join(delivery.accepted))
             if delivery.deferred:
                 files.atomic_write(path, pack(data, sender, list(delivery.deferred)))

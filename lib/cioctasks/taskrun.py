@@ -106,6 +106,11 @@ def _run_one(task, context, name):
             summary = task(context)
         else:
             summary = task(context, name)
+            # A database's own mailer (for_database) reports what it could not deliver.
+            if context._mailer is not None:
+                for line in context._mailer.problems:
+                    if line not in context.problems:
+                        context.problem(line)
         if context.problems:
             status, code = "failed", FAILED
             summary = "; ".join(filter(None, [summary, *context.problems]))
