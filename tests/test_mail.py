@@ -13,7 +13,7 @@ from pathlib import Path
 import portalocker
 import pytest
 
-from cioctasks import config, mail, outbox
+from cioctasks import config, journal, mail, outbox
 from cioctasks.errors import TaskError
 from smtpserver import SMTPServer, free_port
 
@@ -617,7 +617,7 @@ def test_the_record_runs_once_the_message_is_stored_and_before_the_server_has_it
         sent = message()
 
         def record():
-            stored = [outbox.unpack(outbox.read_journal(p)) for p in journal_files(tmp_path)]
+            stored = [outbox.unpack(journal.read_journal(p)) for p in journal_files(tmp_path)]
             seen.append((len(server.messages), stored))
 
         with mailer.session() as session:
@@ -658,10 +658,10 @@ def test_a_message_left_in_flight_by_a_dead_run_is_sent_as_it_was_stored(tmp_pat
     port = free_port()
     settings = settings_for(tmp_path, CIOC_MAIL_PORT=port)
     sent = message(identity=("volnotify", "ciocdemo:1:never:profile-1", ["V1"]))
-    dead = outbox.Journal(outbox.Outbox(tmp_path / "outbox"))
+    dead = journal.Journal(outbox.Outbox(tmp_path / "outbox"))
     dead.store(outbox.pack(sent.as_bytes(), "vol@cioc.example", ["volunteer@example.org"]))
     dead.close()  # as when its process dies: the message stays, the lock is free
-    cut = outbox.Journal(outbox.Outbox(tmp_path / "outbox"))
+    cut = journal.Journal(outbox.Outbox(tmp_path / "outbox"))
     cut.store(b"a write cut short")
     with open(cut.path, "r+b") as handle:
         handle.truncate(30)

@@ -36,10 +36,10 @@ import logging
 import re
 import smtplib
 
-from cioctasks import addresses, files, outbox, smtp, udl
+from cioctasks import addresses, files, journal, outbox, smtp, udl
 from cioctasks.addresses import HeaderError, clean as _clean
 from cioctasks.errors import TaskError
-from cioctasks.outbox import StoreError  # noqa: F401  (part of this module's interface)
+from cioctasks.journal import StoreError  # noqa: F401  (part of this module's interface)
 
 #: Messages delivered by the ``memory`` backend, for tests.
 MEMORY_OUTBOX = []
@@ -317,7 +317,7 @@ class Mailer:
         try:
             files.atomic_write(path, data)
         except OSError as error:
-            raise outbox.store_error(error, self.settings.mail_dir) from None
+            raise journal.store_error(error, self.settings.mail_dir) from None
         return path
 
     def _write_stored(self, stored):
@@ -337,7 +337,7 @@ class Session:
         self.mailer = mailer
         self.client = None
         self.used = False  # the connection carried a transaction: it may have gone idle
-        self.journal = outbox.Journal(mailer.outbox)
+        self.journal = journal.Journal(mailer.outbox)
 
     def _client(self):
         if self.client is None and self.mailer.down is None:
