@@ -323,6 +323,12 @@ def setting_text(settings, name, default=None):
     return _text(settings.values, name, default)
 
 
+def setting_seconds(settings, name, default, low, high):
+    """Return a task-specific number of seconds from ``low`` to ``high``, or ``default``;
+    ConfigError naming the variable if bad."""
+    return _number(settings.values, name, default, float, low, high, "number of seconds")
+
+
 def setting_emails(settings, name):
     """Return a comma-separated list of addresses from a variable; ConfigError if bad."""
     text = _text(settings.values, name)

@@ -103,16 +103,7 @@ def connect_timeout(settings):
     LOGIN_TIMEOUT. Raise ConfigError naming the variable when it is bad."""
     from cioctasks import config
 
-    text = config.setting_text(settings, CONNECT_TIMEOUT_VARIABLE)
-    if text is None:
-        return LOGIN_TIMEOUT
-    try:
-        seconds = float(text)
-    except ValueError:
-        raise ConfigError(f"{CONNECT_TIMEOUT_VARIABLE}: not a number of seconds: {text!r}") from None
-    if not 1 <= seconds <= 600:
-        raise ConfigError(f"{CONNECT_TIMEOUT_VARIABLE}: number of seconds out of range 1-600: {text}")
-    return seconds
+    return config.setting_seconds(settings, CONNECT_TIMEOUT_VARIABLE, LOGIN_TIMEOUT, 1, 600)
 
 
 def connect(name, settings, login_timeout=None, query_timeout=QUERY_TIMEOUT):
