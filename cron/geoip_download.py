@@ -12,7 +12,6 @@ Anything wrong leaves the installed database untouched and fails that edition.
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import cioctasks
@@ -41,44 +40,46 @@ def sha256_of(path):
 
 
 class Downloader:
-    def __init__(self, base_url, account, key, timeout, retries, backoff, log):
-        import requests
+    """GETs MaxMind's files, with retries and backoff (cioctasks.httpretry)."""
 
-        self.session = requests.Session()
+    def __init__(self, base_url, account, key, timeout, retries, backoff, log):
+        from cioctasks import httpretry
+
+        self.session = httpretry.session(retries, backoff, ["GET"], log)
         self.session.auth = (account, key)
         self.base_url = base_url.rstrip("/")
-        self.timeout, self.retries, self.backoff, self.log = timeout, retries, backoff, log
+        self.timeout, self.retries = timeout, retries
         self.secrets = [key]
 
     def url(self, edition, suffix):
         return f"{self.base_url}/{edition}/download?suffix={suffix}"
 
     def get(self, edition, suffix, target=None):
-        """GET one file; return its text, or stream it into ``target``. Retries timeouts,
-        connection errors and 5xx; raise EditionError for the rest."""
+        """GET one file; return its text, or stream it into ``target``. Timeouts,
+        connection errors, 429 and 5xx are retried; raise EditionError for the rest."""
         import requests
 
-        url = self.url(edition, suffix)
-        for attempt in range(self.retries + 1):
-            try:
-                with self.session.get(url, stream=True, timeout=self.timeout) as response:
-                    if response.status_code == 401:
-                        raise EditionError(f"{edition}: MaxMind refused the account ID and "
-                                           "licence key (401)")
-                    if response.status_code < 500:
-                        if response.status_code != 200:
-                            raise EditionError(f"{edition}: {suffix}: HTTP {response.status_code}")
-                        return self._body(response, edition, target)
-                    problem = f"HTTP {response.status_code}"
-            except (requests.ConnectionError, requests.Timeout) as error:
-                problem = udl.mask(error.__class__.__name__, self.secrets)
-            except requests.RequestException as error:  # a body cut short, for one
-                raise EditionError(f"{edition}: {suffix}: download failed: "
-                                   f"{error.__class__.__name__}") from None
-            if attempt < self.retries:
-                self.log.warning("%s %s: %s; retrying", edition, suffix, problem)
-                time.sleep(self.backoff * 2 ** attempt)
-        raise EditionError(f"{edition}: {suffix}: {problem} after {self.retries + 1} attempts")
+        from cioctasks import httpretry
+
+        try:
+            with self.session.get(self.url(edition, suffix), stream=True,
+                                  timeout=self.timeout) as response:
+                if response.status_code == 401:
+                    raise EditionError(f"{edition}: MaxMind refused the account ID and "
+                                       "licence key (401)")
+                if response.status_code in httpretry.RETRIED:
+                    raise EditionError(f"{edition}: {suffix}: HTTP {response.status_code} after "
+                                       f"{httpretry.attempts(response)} attempts")
+                if response.status_code != 200:
+                    raise EditionError(f"{edition}: {suffix}: HTTP {response.status_code}")
+                return self._body(response, edition, target)
+        except (requests.ConnectionError, requests.Timeout) as error:
+            problem = udl.mask(httpretry.cause(error, self.timeout), self.secrets)
+            raise EditionError(f"{edition}: {suffix}: {problem} after {self.retries + 1} "
+                               "attempts") from None
+        except requests.RequestException as error:  # a body cut short, for one
+            raise EditionError(f"{edition}: {suffix}: download failed: "
+                               f"{error.__class__.__name__}") from None
 
     @staticmethod
     def _body(response, edition, target):

@@ -5,8 +5,8 @@ opportunities. Only opportunities whose content changed since the last sync are 
 (--full sends all), in JSON-RPC 2.0 batches of at most 100 to the agency's
 GetInvolvedSite, with HTTP Basic authentication (GetInvolvedUser, GetInvolvedToken);
 opportunities no longer listed are withdrawn. Progress is recorded after each batch, so
-a failed run resumes where it stopped. Timeouts and 5xx replies are retried with backoff;
-then that agency fails and the others go on. A 401 fails that agency only.
+a failed run resumes where it stopped. Timeouts, 429 and 5xx replies are retried with
+backoff, as Retry-After asks; then that agency fails and the others go on. A 401 fails that agency only.
 The contract is documented in the README ("getinvolved.ca contract").
 
 CIOC removed GetInvolved in October 2022 (commit aff3c04): a database without its
@@ -19,7 +19,6 @@ agency, whose deletion date is still to come.
 
 import itertools
 import sys
-import time
 from urllib.parse import urlsplit
 
 import cioctasks
@@ -114,39 +113,39 @@ def check_site(site):
 
 
 class Client:
-    """A JSON-RPC 2.0 client for one agency, with retries and backoff."""
+    """A JSON-RPC 2.0 client for one agency, with retries and backoff (cioctasks.httpretry)."""
 
     def __init__(self, site, user, token, timeout, retries, backoff, log):
-        import requests
+        from cioctasks import httpretry
 
         self.site = check_site(site)
-        self.session = requests.Session()
+        # POST is retried: every call is an idempotent upsert or withdraw of whole
+        # opportunities, so a call that reached the site before its reply was lost does
+        # no harm when sent again.
+        self.session = httpretry.session(retries, backoff, ["POST"], log)
         self.session.auth = (user, token)
         self.session.headers["User-Agent"] = f"cioctasks/{cioctasks.__version__}"
-        self.timeout, self.retries, self.backoff, self.log = timeout, retries, backoff, log
+        self.timeout, self.retries = timeout, retries
         self.secrets = [token]
 
     def call(self, method, params):
         import requests
 
+        from cioctasks import httpretry
+
         request_id = next(_ids)
         body = {"jsonrpc": "2.0", "method": method, "params": params, "id": request_id}
-        for attempt in range(self.retries + 1):
-            try:
-                response = self.session.post(self.site, json=body, timeout=self.timeout)
-            except (requests.Timeout, requests.ConnectionError) as error:
-                problem = f"{method}: {error.__class__.__name__}"
-            else:
-                if response.status_code == 401:
-                    raise SyncError(f"{method}: the site refused the user and token (401)")
-                if response.status_code < 500:
-                    return self._result(method, request_id, response)
-                problem = f"{method}: HTTP {response.status_code}"
-            if attempt < self.retries:
-                delay = self.backoff * (2 ** attempt)
-                self.log.warning("%s; retrying in %.1fs", problem, delay)
-                time.sleep(delay)
-        raise SyncError(f"{problem} after {self.retries + 1} attempts")
+        try:
+            response = self.session.post(self.site, json=body, timeout=self.timeout)
+        except requests.RequestException as error:
+            raise SyncError(f"{method}: {httpretry.cause(error, self.timeout)} after "
+                            f"{self.retries + 1} attempts") from None
+        if response.status_code == 401:
+            raise SyncError(f"{method}: the site refused the user and token (401)")
+        if response.status_code in httpretry.RETRIED:
+            raise SyncError(f"{method}: HTTP {response.status_code} after "
+                            f"{httpretry.attempts(response)} attempts")
+        return self._result(method, request_id, response)
 
     def _result(self, method, request_id, response):
         if response.status_code != 200:

@@ -39,7 +39,10 @@ class GetInvolvedSite:
         self.credentials = None if user is None else (user, token)
         self.opportunities = {}
         self.calls = []
-        self.failures = []  # per call, in order: "500", "timeout", "401", "error", None
+        # per call, in order: "500", "503" (Retry-After: 1), "429", "timeout", "401", "error",
+        # None
+        self.failures = []
+        self.times = []  # time.monotonic() of every request, failed ones too
         self.gave_up = []  # per "timeout": whether the client closed the connection first
         httpserver.expect_request("/rpc", method="POST").respond_with_handler(self.handle)
 
@@ -48,9 +51,16 @@ class GetInvolvedSite:
         return self.httpserver.url_for("/rpc")
 
     def handle(self, request):
+        import time
+
+        self.times.append(time.monotonic())
         failure = self.failures.pop(0) if self.failures else None
         if failure == "500":
             return Response("boom", status=500)
+        if failure == "503":
+            return Response("busy", status=503, headers={"Retry-After": "1"})
+        if failure == "429":
+            return Response("slow down", status=429)
         if failure == "timeout":
             # Answer only once the client has given up on this request: no race between a
             # sleep here and the client's timeout, however slow the machine.

@@ -48,6 +48,9 @@ class MaxMind:
         self.requests = []
         self.refuse = False
         self.cut = False
+        self.failures = []  # per request, in order: a status to answer with (503 says
+        # Retry-After: 1), or None
+        self.times = []
         httpserver.expect_request(
             "/geoip/databases/GeoLite2-City/download").respond_with_handler(self.handle)
         httpserver.expect_request(
@@ -58,8 +61,15 @@ class MaxMind:
         self.files[edition] = (archive, sha256 or hashlib.sha256(archive).hexdigest())
 
     def handle(self, request):
+        import time
+
         edition = request.path.split("/")[-2]
         self.requests.append((edition, request.args.get("suffix"), request.authorization))
+        self.times.append(time.monotonic())
+        failure = self.failures.pop(0) if self.failures else None
+        if failure:
+            headers = {"Retry-After": "1"} if failure == 503 else {}
+            return Response("not now", status=failure, headers=headers)
         if self.refuse or request.authorization is None or request.authorization.password != KEY:
             return Response("unauthorized", status=401)
         archive, sha256 = self.files[edition]
@@ -82,10 +92,11 @@ def maxmind(httpserver, tmp_path):
     return site
 
 
-def run(cioc_env, maxmind, *args, key=KEY):
+def run(cioc_env, maxmind, *args, key=KEY, retries=0):
     env = dict(cioc_env, CIOC_MAXMIND_ACCOUNT_ID="12345", CIOC_MAXMIND_LICENSE_KEY=key,
                CIOC_MAXMIND_URL=maxmind.url)
-    return run_command([sys.executable, SCRIPT, "--retries", "0", "--backoff", "0", *args], env)
+    return run_command([sys.executable, SCRIPT, "--retries", str(retries), "--backoff", "0.01",
+                        *args], env)
 
 
 def geoip(tmp_path):
@@ -153,6 +164,57 @@ def test_a_bad_download_leaves_the_installed_database_untouched(cioc_env, tmp_pa
     assert reason in result.stderr
     assert (geoip(tmp_path) / "GeoLite2-City.mmdb").read_bytes() == installed
     assert sorted(p.name for p in geoip(tmp_path).iterdir()) == ["GeoLite2-City.mmdb"]
+
+
+def test_a_503_is_retried_after_the_delay_its_retry_after_header_asks(cioc_env, tmp_path,
+                                                                    maxmind):
+    maxmind.failures = [503]
+    result = run(cioc_env, maxmind, "--edition", "GeoLite2-City", retries=1)
+    assert result.returncode == 0, result.stderr
+    assert "GeoLite2-City updated" in result.stdout
+    assert [s for _, s, _ in maxmind.requests][:2] == ["tar.gz.sha256", "tar.gz.sha256"]
+    assert 0.9 <= maxmind.times[1] - maxmind.times[0] < 5
+    log = (tmp_path / "logs" / "cioctasks" / "geoip_download.log").read_text(encoding="utf-8")
+    assert ("GET /geoip/databases/GeoLite2-City/download: HTTP 503; retrying in 1 s "
+            "(attempt 2 of 2)") in log
+
+
+def test_a_429_is_retried_with_backoff_then_the_download_goes_on(cioc_env, maxmind):
+    maxmind.failures = [None, 429, 429]  # the .sha256, then the .tar.gz twice
+    result = run(cioc_env, maxmind, "--edition", "GeoLite2-City", retries=2)
+    assert result.returncode == 0, result.stderr
+    assert [s for _, s, _ in maxmind.requests] == ["tar.gz.sha256"] + ["tar.gz"] * 3
+    assert maxmind.times[3] - maxmind.times[2] >= 0.02  # --backoff 0.01, doubled
+
+
+def test_a_5xx_to_the_end_fails_the_edition_naming_the_status_and_attempts(cioc_env, maxmind):
+    maxmind.failures = [502, 502, 502]
+    result = run(cioc_env, maxmind, "--edition", "GeoLite2-City", retries=2)
+    assert result.returncode == 1
+    assert_no_traceback(result)
+    assert "GeoLite2-City: tar.gz.sha256: HTTP 502 after 3 attempts" in result.stderr
+
+
+def test_a_refused_key_is_not_retried(cioc_env, maxmind):
+    maxmind.refuse = True
+    result = run(cioc_env, maxmind, "--edition", "GeoLite2-City", retries=3)
+    assert result.returncode == 1
+    assert "refused the account ID and licence key (401)" in result.stderr
+    assert len(maxmind.requests) == 1
+
+
+def test_a_server_that_is_not_there_fails_the_edition_after_the_retries(cioc_env, maxmind):
+    import socket
+
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    maxmind.url = f"http://127.0.0.1:{port}/geoip/databases"
+    result = run(cioc_env, maxmind, "--edition", "GeoLite2-City", retries=1)
+    assert result.returncode == 1
+    assert_no_traceback(result)
+    assert "GeoLite2-City: tar.gz.sha256: could not connect after 2 attempts" in result.stderr
+    assert KEY not in result.stdout + result.stderr
 
 
 def test_a_missing_key_is_exit_2_naming_it(cioc_env, maxmind):

@@ -311,6 +311,56 @@ def test_a_timeout_is_retried_then_succeeds(old_world, site):
     assert "ReadTimeout; retrying" in log.read_text(encoding="utf-8")
 
 
+def test_a_503_is_retried_after_the_delay_its_retry_after_header_asks(old_world, site):
+    site.credentials = None
+    site.failures = ["503"]
+    result = run_command([sys.executable, SCRIPT, "-a", "ciocdemo", "--retries", "1",
+                          "--backoff", "0.01", "--timeout", "5"], old_world.env)
+    assert result.returncode == 0, result.stderr
+    assert site.opportunities
+    assert 0.9 <= site.times[1] - site.times[0] < 5
+    log = (old_world.directory / "logs" / "cioctasks" / "getinvolvedapi.log").read_text(
+        encoding="utf-8")
+    assert "POST /rpc: HTTP 503; retrying in 1 s (attempt 2 of 2)" in log
+
+
+def test_a_429_is_retried_then_fails_the_agency_naming_the_status_and_attempts(old_world, site):
+    site.credentials = None
+    site.failures = ["429", "429", "429"]
+    result = run_command([sys.executable, SCRIPT, "-a", "ciocdemo", "--retries", "2",
+                          "--backoff", "0.01", "--timeout", "5"], old_world.env)
+    assert result.returncode == 1
+    assert_no_traceback(result)
+    assert "opportunities.upsert: HTTP 429 after 3 attempts" in result.stderr
+    assert "1 of 2 agencies synced" in result.stdout  # the next agency's calls went through
+    log = (old_world.directory / "logs" / "cioctasks" / "getinvolvedapi.log").read_text(
+        encoding="utf-8")
+    assert log.count("HTTP 429; retrying") == 2
+
+
+def test_a_refused_token_is_not_retried(old_world, site):
+    site.credentials = None
+    site.failures = ["401"]
+    result = run_command([sys.executable, SCRIPT, "-a", "ciocdemo", "--retries", "3",
+                          "--backoff", "0.01", "--timeout", "5"], old_world.env)
+    assert result.returncode == 1
+    assert "opportunities.upsert: the site refused the user and token (401)" in result.stderr
+    assert len(site.times) - len(site.calls) == 1  # one refused request, none sent again
+    assert "retrying" not in (old_world.directory / "logs" / "cioctasks" /
+                              "getinvolvedapi.log").read_text(encoding="utf-8")
+
+
+def test_a_site_that_never_answers_fails_the_agency_naming_the_timeout(old_world, site):
+    site.credentials = None
+    site.failures = ["timeout", "timeout"]
+    result = run_command([sys.executable, SCRIPT, "-a", "ciocdemo", "--retries", "1",
+                          "--backoff", "0.01", "--timeout", "1"], old_world.env)
+    assert result.returncode == 1
+    assert_no_traceback(result)
+    assert "opportunities.upsert: no answer within 1 s after 2 attempts" in result.stderr
+    assert site.gave_up == [True, True]
+
+
 def test_a_json_rpc_error_fails_the_agency_with_its_message(old_world, site):
     site.credentials = None
     site.failures = ["error"]
