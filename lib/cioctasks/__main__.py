@@ -2,7 +2,7 @@
 ``schedule`` the tasks in cron or Task Scheduler.
 
     python -m cioctasks check [-a DB]... [--send-test]
-    python -m cioctasks status [--json | --html FILE]
+    python -m cioctasks status [--json | --html FILE | --prometheus FILE]
     python -m cioctasks schedule --crontab | --install-crontab | --windows DIR
 """
 
@@ -312,15 +312,23 @@ def run_status(context):
 
     now = datetime.datetime.now().replace(microsecond=0)
     entries = schedule.load(context.args.schedule)
-    rows = status_report.rows(state.State(context.settings.state_dir).last_runs(), entries, now,
+    history = state.State(context.settings.state_dir)
+    rows = status_report.rows(history.last_runs(), entries, now,
                               outbox=context.settings.mail_outbox)
     if context.args.json:
         print(json.dumps(rows, indent=2))
-    elif not context.args.html:
+    elif not (context.args.html or context.args.prometheus):
         print(status_report.table(rows))
     if context.args.html:
         files.atomic_write(context.args.html, status_report.page(rows, now))
         print(f"wrote {context.args.html}")
+    if context.args.prometheus:
+        from cioctasks import prometheus
+
+        prometheus.write(context.args.prometheus,
+                         prometheus.collect(history, context.settings.mail_outbox))
+        print(f"wrote {context.args.prometheus}")
+    history.close()
     for row in rows:
         if row["task"] == "mail" and row["database"] == "outbox" and row["failed"]:
             context.problem(f"mail outbox: {row['summary']}")
@@ -336,12 +344,14 @@ def status(argv):
     """Print the last run of each task and database; exit 1 if any failed or is overdue.
 
     Failed and overdue ones are marked; --json and --html give the same for machines and
-    for a browser.
+    for a browser, --prometheus FILE as metrics for node_exporter's textfile collector.
     """
 
     def add_arguments(parser):
         parser.add_argument("--json", action="store_true", help="print JSON for machines")
         parser.add_argument("--html", type=Path, metavar="FILE", help="write a static page")
+        parser.add_argument("--prometheus", type=Path, metavar="FILE",
+                            help="write the metrics for node_exporter's textfile collector")
         parser.add_argument("--schedule", type=Path, default=DEFAULT_SCHEDULE,
                             help="the schedule (default config/schedule.toml)")
 

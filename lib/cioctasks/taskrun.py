@@ -371,6 +371,8 @@ def _run_body(job, args, settings, log, console, watchdog):
             reports.failure(settings, name, summary, log, args.dry_run)
     elif not command:
         reports.success(settings, name, summary, log, args.dry_run)
+    if not (command or args.dry_run):
+        _write_metrics(settings, log)
     log.info("end: exit %d", code)
     if pinging:
         ping(settings, name, str(code), summary, log=log)
@@ -389,6 +391,20 @@ def _report_killed_runs(state, name, args, settings, log, console):
         log.warning("%s", line)
     if found and (not console or args.notify_errors):
         reports.failure(settings, name, "\n".join(found) + "\n", log, args.dry_run)
+
+
+def _write_metrics(settings, log):
+    """Write the Prometheus metrics file when CIOC_PROMETHEUS_FILE names one. Never raises:
+    monitoring that cannot be written must not change the run's result."""
+    try:
+        path = config.setting_text(settings, "CIOC_PROMETHEUS_FILE")
+        if path:
+            from cioctasks import prometheus  # only then: start-up stays fast
+
+            prometheus.update(settings, path)
+    except Exception as error:
+        log.warning("CIOC_PROMETHEUS_FILE: metrics not written: %s",
+                    udl.mask(str(error), settings.secrets()))
 
 
 def _flush_outbox(context, problems):
