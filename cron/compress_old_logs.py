@@ -99,8 +99,7 @@ def archive_group(archive, paths, level):
     # Named for this process, so that the next run removes it if this one is killed.
     fd, temporary = files.create_temporary(archive, private=True)
     try:
-        handle = os.fdopen(fd, "w+b")
-        try:
+        with files.synced(os.fdopen(fd, "w+b")) as handle:
             if archive.exists():
                 with open(archive, "rb") as current:
                     shutil.copyfileobj(current, handle, CHUNK)
@@ -113,13 +112,6 @@ def archive_group(archive, paths, level):
                 abandon_zip(target)  # a full disk: write no central directory to it
                 raise
             target.close()
-            handle.flush()
-            os.fsync(handle.fileno())
-        except BaseException:
-            with contextlib.suppress(OSError, ValueError):  # the disk may still be full
-                handle.close()
-            raise
-        handle.close()
         verified = verify(temporary, plan)
         os.chmod(temporary, files.plain_mode(archive))
         os.replace(temporary, archive)

@@ -133,15 +133,8 @@ def pack(target, sources, password, level=6, archive_format=None):
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = _open_temporary(target)
-        try:
+        with files.synced(handle):
             write(handle, members, password, level)
-            handle.flush()
-            os.fsync(handle.fileno())
-        except BaseException:
-            with contextlib.suppress(OSError, ValueError):  # the disk may still be full
-                handle.close()
-            raise
-        handle.close()
         verify(temporary, expected, password)
         size = temporary.stat().st_size
         os.chmod(temporary, files.plain_mode(target))

@@ -91,6 +91,21 @@ def create_temporary(target, private=False):
 
 
 @contextlib.contextmanager
+def synced(handle):
+    """Write through ``handle`` in the block; on leaving it, flush, fsync and close it. If
+    the block or the sync fails (a full disk), close it without a second error on top."""
+    try:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError, ValueError):  # the disk may still be full
+            handle.close()
+        raise
+    handle.close()
+
+
+@contextlib.contextmanager
 def atomic_writer(target, mode="wb", encoding=None, newline=None):
     """Yield a file open on a temporary file beside ``target``; on success it replaces
     ``target`` atomically, on error it is removed and ``target`` is untouched."""
