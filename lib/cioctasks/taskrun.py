@@ -5,6 +5,7 @@ report.
 
 import collections
 import concurrent.futures
+import importlib
 import logging
 import socket
 import sys
@@ -394,17 +395,19 @@ def _report_killed_runs(state, name, args, settings, log, console):
 
 
 def _write_metrics(settings, log):
-    """Write the Prometheus metrics file when CIOC_PROMETHEUS_FILE names one. Never raises:
-    monitoring that cannot be written must not change the run's result."""
-    try:
-        path = config.setting_text(settings, "CIOC_PROMETHEUS_FILE")
-        if path:
-            from cioctasks import prometheus  # only then: start-up stays fast
-
-            prometheus.update(settings, path)
-    except Exception as error:
-        log.warning("CIOC_PROMETHEUS_FILE: metrics not written: %s",
-                    udl.mask(str(error), settings.secrets()))
+    """Rewrite the Prometheus metrics file (CIOC_PROMETHEUS_FILE) and the status page
+    (CIOC_STATUS_HTML) when they are set. Never raises: monitoring that cannot be written
+    must not change the run's result."""
+    for variable, module in (("CIOC_PROMETHEUS_FILE", "prometheus"),
+                             ("CIOC_STATUS_HTML", "statuspage")):
+        try:
+            path = config.setting_text(settings, variable)
+            if path:
+                # Imported only then: start-up stays fast.
+                importlib.import_module(f"cioctasks.{module}").update(settings, path)
+        except Exception as error:
+            log.warning("%s: not written: %s", variable,
+                        udl.mask(str(error), settings.secrets()))
 
 
 def _flush_outbox(context, problems):
