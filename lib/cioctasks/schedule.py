@@ -1,6 +1,6 @@
-"""The schedule (config/schedule.toml): read it, install it into cron or Task Scheduler
-(the ``schedule`` command: ``add_arguments`` and ``run_command``), and tell when each task
-was last due and is next due.
+"""The schedule (config/schedule.toml): read it, install it into cron, Task Scheduler or
+systemd timers (the ``schedule`` command: ``add_arguments`` and ``run_command``; the units
+are written by ``cioctasks.systemd``), and tell when each task was last due and is next due.
 
 An entry runs daily (``at``), weekly (``at`` with ``days``), monthly (``at`` with
 ``day_of_month``) or every N minutes (``every_minutes``).
@@ -388,7 +388,8 @@ def windows_path_problem(text):
 
 COMMAND_DESCRIPTION = """\
 Print the schedule (config/schedule.toml) as a crontab block, install that block in this
-user's crontab, or write Task Scheduler XML files and a register.cmd.
+user's crontab, write Task Scheduler XML files and a register.cmd, or write or install
+systemd timers.
 
 Each crontab line runs its task from the toolkit's folder with the venv's Python and
 --notify-errors; its standard error, and the shell's own errors (a missing venv: exit
@@ -397,6 +398,13 @@ task and its exit status whenever it is not 0. The lines name the .env file in u
 (CIOC_ENV_FILE), since cron passes none of your variables; without one you are warned.
 --install-crontab replaces only the lines between '# BEGIN cioctasks' and '# END
 cioctasks', says what it changed, and refuses a crontab whose markers are damaged.
+
+systemd: a cioctasks-<task>.service and .timer per task (OnCalendar=, Persistent=true,
+TimeoutStartSec= the task's time_limit_minutes, the same Python, folder, CIOC_ENV_FILE and
+--notify-errors as cron; output to the journal). --install-systemd writes them into
+/etc/systemd/system (with --user-units: ~/.config/systemd/user), only those that changed,
+removes the ones it wrote for tasks no longer scheduled, reloads systemd and enables the
+timers; run again with nothing changed, it changes nothing.
 """
 
 
@@ -414,6 +422,21 @@ def add_arguments(parser):
     what.add_argument("--windows", type=Path, metavar="DIR",
                       help="write one Task Scheduler XML file per task, and register.cmd to "
                            "register them all, into DIR")
+    what.add_argument("--systemd", type=Path, metavar="DIR",
+                      help="write a systemd .service and .timer per task into DIR")
+    what.add_argument("--install-systemd", action="store_true",
+                      help="install the systemd units (root: /etc/systemd/system), remove "
+                           "those of tasks no longer scheduled, enable the timers; with -n, "
+                           "say what would change and change nothing")
+    parser.add_argument("--user-units", action="store_true",
+                        help="with --systemd/--install-systemd: units of your own user "
+                             "(systemctl --user, ~/.config/systemd/user), not system units")
+    parser.add_argument("--run-as", metavar="NAME",
+                        help="the account system units run as (User=; default: the one "
+                             "running this command)")
+    parser.add_argument("--unit-dir", type=Path, metavar="DIR",
+                        help="install the units into DIR instead of /etc/systemd/system or "
+                             "~/.config/systemd/user (a folder systemd reads; or for tests)")
     parser.add_argument("--schedule", type=Path, default=DEFAULT_SCHEDULE, metavar="FILE",
                         help="the schedule to read (default: config/schedule.toml)")
     parser.add_argument("--root", help="the toolkit's folder on the machine that runs the tasks "
@@ -428,6 +451,13 @@ def add_arguments(parser):
 def run_command(context):
     """Run the ``schedule`` command for ``context.args``; return its one-line summary."""
     args = context.args
+    systemd_flags = [flag for flag, given in (("--user-units", args.user_units),
+                                              ("--run-as", args.run_as),
+                                              ("--unit-dir", args.unit_dir)) if given]
+    if systemd_flags and not (args.systemd or args.install_systemd):
+        raise ConfigError(f"{', '.join(systemd_flags)}: only with --systemd or --install-systemd")
+    if args.unit_dir and args.systemd:
+        raise ConfigError("--unit-dir is for --install-systemd; --systemd DIR names its folder")
     entries = load(args.schedule)
     if args.windows:
         target = PureWindowsPath(args.root) if args.root else ROOT
@@ -446,15 +476,20 @@ def run_command(context):
     root = Path(args.root or ROOT)
     python = Path(args.python or sys.executable)
     if not python.is_file():
-        context.log.warning("--python %s: no such file here; every task would fail (exit 127)",
-                            python)
+        context.log.warning("--python %s: no such file here; every task would fail", python)
     settings = context.settings
     env_file = settings.env_file and Path(settings.env_file).resolve()
+    scheduler = "systemd" if args.systemd or args.install_systemd else "cron"
     if not env_file:
         context.log.warning(
-            "no .env file (CIOC_ENV_FILE, ./.env or <CIOC_TOOLS_PATH>/.env): cron passes none "
+            "no .env file (CIOC_ENV_FILE, ./.env or <CIOC_TOOLS_PATH>/.env): %s passes none "
             "of your CIOC_* variables, so the tasks will read %s/.env if it exists, else run "
-            "on the defaults; set CIOC_ENV_FILE and generate the lines again", root)
+            "on the defaults; set CIOC_ENV_FILE and generate the %s again", scheduler, root,
+            "units" if scheduler == "systemd" else "lines")
+    if scheduler == "systemd":
+        from cioctasks import systemd
+
+        return systemd.run(context, entries, root, python, env_file)
     error_log = Path(settings.log_root).resolve() / "cioctasks" / CRON_LOG
     block = crontab_block(entries, root, python, env_file, error_log)
     if not args.install_crontab:
