@@ -1,9 +1,11 @@
 """cioctasks commands: ``check`` the databases and mail, ``status`` of the last runs,
-``schedule`` the tasks in cron or Task Scheduler.
+``schedule`` the tasks in cron, Task Scheduler or systemd.
 
     python -m cioctasks check [-a DB]... [--send-test]
     python -m cioctasks status [--json | --html FILE | --prometheus FILE]
-    python -m cioctasks schedule --crontab | --install-crontab | --windows DIR
+    python -m cioctasks status --history TASK [-a DB]... [--limit N] [--json]
+    python -m cioctasks schedule --crontab | --install-crontab | --windows DIR | --systemd DIR |
+                                 --install-systemd
 """
 
 import sys
@@ -307,28 +309,40 @@ def run_status(context):
     import datetime
     import json
 
-    from cioctasks import files, schedule, state
+    from cioctasks import schedule, state, statuspage
     from cioctasks import status as status_report
+    from cioctasks.errors import ConfigError
 
+    args = context.args
+    if args.database and not args.history:
+        raise ConfigError("-a/--database goes with --history TASK")
+    if args.history and (args.html or args.prometheus):
+        raise ConfigError("--history prints the runs of one task: not with --html or "
+                          "--prometheus")
     now = datetime.datetime.now().replace(microsecond=0)
-    entries = schedule.load(context.args.schedule)
-    history = state.State(context.settings.state_dir)
-    rows = status_report.rows(history.last_runs(), entries, now,
-                              outbox=context.settings.mail_outbox)
-    if context.args.json:
-        print(json.dumps(rows, indent=2))
-    elif not (context.args.html or context.args.prometheus):
-        print(status_report.table(rows))
-    if context.args.html:
-        files.atomic_write(context.args.html, status_report.page(rows, now))
-        print(f"wrote {context.args.html}")
-    if context.args.prometheus:
-        from cioctasks import prometheus
+    entries = schedule.load(args.schedule)
+    history = state.State.open(context.settings)
+    try:
+        if args.history:
+            return run_history(history, entries, args)
+        rows = status_report.rows(history.last_runs(), entries, now,
+                                  outbox=context.settings.mail_outbox)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        elif not (args.html or args.prometheus):
+            print(status_report.table(rows))
+        if args.html:
+            statuspage.write(args.html, statuspage.build(
+                history, entries, context.settings.mail_outbox, context.settings.log_root, now))
+            print(f"wrote {args.html}")
+        if args.prometheus:
+            from cioctasks import prometheus
 
-        prometheus.write(context.args.prometheus,
-                         prometheus.collect(history, context.settings.mail_outbox))
-        print(f"wrote {context.args.prometheus}")
-    history.close()
+            prometheus.write(args.prometheus,
+                             prometheus.collect(history, context.settings.mail_outbox))
+            print(f"wrote {args.prometheus}")
+    finally:
+        history.close()
     for row in rows:
         if row["task"] == "mail" and row["database"] == "outbox" and row["failed"]:
             context.problem(f"mail outbox: {row['summary']}")
@@ -339,21 +353,71 @@ def run_status(context):
     return f"{len(rows)} tasks and databases"
 
 
+def run_history(history, entries, args):
+    """Print the runs of the task ``args.history`` (on the ``-a`` databases), newest first.
+    Raise ConfigError naming the known tasks, or the task's databases, for an unknown one."""
+    import json
+
+    from cioctasks.errors import ConfigError
+    from cioctasks.statuspage import seconds_of, took
+
+    last = [run for run in history.last_runs() if not run["task"].startswith("_")]
+    recorded = {entry.name: entry.task for entry in entries}
+    recorded.update({run["task"]: run["task"] for run in last})
+    task = recorded.get(args.history)
+    if task is None:
+        raise ConfigError(f"unknown task {args.history!r}; known tasks: "
+                          f"{', '.join(sorted(recorded))}")
+    known = {run["database"].lower(): run["database"] for run in last
+             if run["task"] == task and run["database"]}
+    unknown = [name for name in args.database if name.lower() not in known]
+    if unknown:
+        listed = ", ".join(sorted(known.values())) or "none: it runs without a database"
+        raise ConfigError(f"{task} has no runs on {', '.join(unknown)}; its databases: "
+                          f"{listed}")
+    databases = sorted({known[name.lower()] for name in args.database})
+    runs = history.history(task, databases, limit=args.limit or None)
+    kept = history.count_runs(task, databases)
+    for run in runs:
+        run["seconds"] = seconds_of(run)
+    if args.json:
+        print(json.dumps(runs, indent=2))
+        return f"{len(runs)} runs of {task}"
+    print(f"{task}: {kept} runs kept ({history.history_days} days of history), newest first"
+          + (f"; the last {len(runs)} shown (--limit 0 for all)" if len(runs) < kept else ""))
+    if runs:
+        print(format_table(
+            ("started", "ended", "took", "database", "result", "summary"),
+            [(run["started"][:19], (run["ended"] or "-")[:19], took(run["seconds"]) or "-",
+              run["database"] or "-", run["status"],
+              " ".join((run["summary"] or "").split())[:200]) for run in runs]))
+    return f"{len(runs)} runs of {task}"
+
+
 @command
 def status(argv):
     """Print the last run of each task and database; exit 1 if any failed or is overdue.
 
     Failed and overdue ones are marked; --json and --html give the same for machines and
-    for a browser, --prometheus FILE as metrics for node_exporter's textfile collector.
+    for a browser (the last 30 runs of each, durations over 30 days, the log lines of each
+    failure), --prometheus FILE as metrics for node_exporter's textfile collector.
+    --history TASK [-a DB] prints the runs of one task kept in the history (CIOC_HISTORY_DAYS,
+    default 90 days), newest first.
     """
 
     def add_arguments(parser):
         parser.add_argument("--json", action="store_true", help="print JSON for machines")
-        parser.add_argument("--html", type=Path, metavar="FILE", help="write a static page")
+        parser.add_argument("--html", type=Path, metavar="FILE", help="write the status page")
         parser.add_argument("--prometheus", type=Path, metavar="FILE",
                             help="write the metrics for node_exporter's textfile collector")
         parser.add_argument("--schedule", type=Path, default=DEFAULT_SCHEDULE,
                             help="the schedule (default config/schedule.toml)")
+        parser.add_argument("--history", metavar="TASK",
+                            help="print the runs of TASK kept in the history, newest first")
+        parser.add_argument("-a", "--database", action="append", default=[], metavar="NAME",
+                            help="with --history: the runs on this database only (repeatable)")
+        parser.add_argument("--limit", type=runner.number(0, 10_000_000), default=100,
+                            metavar="N", help="with --history: at most N runs (100; 0: all)")
 
     return runner.run(run_status, add_arguments, name="status", argv=argv, command=True,
                       description=status.__doc__)
@@ -361,7 +425,7 @@ def status(argv):
 
 @command
 def schedule(argv):
-    """Put config/schedule.toml into cron or Task Scheduler, or print its crontab block."""
+    """Put config/schedule.toml into cron, Task Scheduler or systemd timers."""
     from cioctasks import schedule as timetable
 
     return runner.run(timetable.run_command, timetable.add_arguments, name="schedule",

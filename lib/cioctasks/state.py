@@ -5,6 +5,10 @@ and the host and pid of the process that ran it). A run whose process ended with
 recording its end (killed by a time limit, a reboot) is ``killed``: ``last_runs`` shows it
 so when its process is gone from this host, and the next run of the task, which holds the
 task's lock and so knows that no other run of it is alive, records it so.
+History is kept ``CIOC_HISTORY_DAYS`` days (90 by default) and pruned as runs end, once
+per process, so that a 15-minute task on fifty databases does not grow the file for ever;
+the latest run of each task and database, and its latest successful run, are always kept
+(status still shows a monthly task that has not run for 100 days).
 Watermarks: per-task key -> JSON value, for incremental work; each ``set`` commits at once,
 so that a crash right after it keeps what was recorded.
 """
@@ -18,6 +22,13 @@ import sys
 from pathlib import Path
 
 from cioctasks.errors import ConfigError, TaskError, folder_problem
+
+#: How long run history is kept by default, and the range CIOC_HISTORY_DAYS may take.
+DEFAULT_HISTORY_DAYS = 90
+HISTORY_DAYS_RANGE = (1, 3650)
+#: The columns of a run, as the dicts of ``last_runs``, ``recent_runs`` and ``history`` have.
+COLUMNS = ("id", "task", "database", "host", "pid", "started", "ended", "status", "exit_code",
+           "summary")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -33,6 +44,8 @@ CREATE TABLE IF NOT EXISTS runs (
     pid INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_task ON runs (task, database, started);
+CREATE INDEX IF NOT EXISTS runs_latest ON runs (task, database, id);
+CREATE INDEX IF NOT EXISTS runs_started ON runs (started);
 CREATE TABLE IF NOT EXISTS watermarks (
     task TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -81,6 +94,24 @@ def process_exists(pid):
     return True
 
 
+def history_days(settings):
+    """Given Settings, return how many days of run history to keep: ``CIOC_HISTORY_DAYS``
+    (a whole number of days, 1 to 3650), else 90. Raise ConfigError naming it if bad."""
+    from cioctasks import config
+
+    text = config.setting_text(settings, "CIOC_HISTORY_DAYS")
+    if text is None:
+        return DEFAULT_HISTORY_DAYS
+    try:
+        days = int(text)
+    except ValueError:
+        raise ConfigError(f"CIOC_HISTORY_DAYS: not a whole number of days: {text!r}") from None
+    low, high = HISTORY_DAYS_RANGE
+    if not low <= days <= high:
+        raise ConfigError(f"CIOC_HISTORY_DAYS: number of days out of range {low}-{high}: {text}")
+    return days
+
+
 def _gone(run):
     """Why a run recorded as running has no process any more, or None if it may have one."""
     if run["status"] != "running" or not run["pid"] or run["host"] != socket.gethostname():
@@ -90,10 +121,24 @@ def _gone(run):
     return f"process {run['pid']} gone"
 
 
-class State:
-    """The state database; safe to share between threads of one run."""
+def _as_killed(runs):
+    """The runs, each one still recorded as running whose process is gone from this host
+    shown ``killed`` (exit 1)."""
+    for run in runs:
+        gone = _gone(run)
+        if gone:
+            run["status"], run["exit_code"] = "killed", 1
+            run["summary"] = f"killed ({gone})"
+    return runs
 
-    def __init__(self, folder):
+
+class State:
+    """The state database; safe to share between threads of one run. ``history_days``: how
+    long finished runs are kept (``history_days(settings)``; default 90)."""
+
+    def __init__(self, folder, history_days=None):
+        self.history_days = history_days or DEFAULT_HISTORY_DAYS
+        self._pruned = False
         self.path = Path(folder) / "state.sqlite"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,6 +162,12 @@ class State:
         #: The runs this object started and has not finished: {run id: database}.
         self.open_runs = {}
 
+    @classmethod
+    def open(cls, settings):
+        """The state of ``settings`` (``CIOC_STATE_DIR``), keeping ``CIOC_HISTORY_DAYS`` of
+        history. Raise ConfigError if a setting is bad or the file cannot be opened."""
+        return cls(settings.state_dir, history_days=history_days(settings))
+
     def close(self):
         self._db.close()
 
@@ -136,6 +187,18 @@ class State:
         self.open_runs[cursor.lastrowid] = database or ""
         return cursor.lastrowid
 
+    def add_run(self, task, database, started, ended, status, exit_code, summary=""):
+        """Record a finished run whole, with its times (datetimes): a run of another host
+        imported, or a demo's earlier night. Return its id."""
+        cursor = self._execute(
+            "INSERT INTO runs (task, database, host, pid, started, ended, status, exit_code,"
+            " summary) VALUES (?, ?, ?, NULL, ?, ?, ?, ?, ?)",
+            (task, database or "", socket.gethostname(),
+             started.isoformat(sep=" ", timespec="milliseconds"),
+             ended.isoformat(sep=" ", timespec="milliseconds") if ended else None,
+             status, exit_code, (summary or "")[:4000]))
+        return cursor.lastrowid
+
     def finish_run(self, run_id, status, exit_code, summary="", ended=True):
         """Record how a run ended; ``ended=False`` leaves its end unknown (a run found
         killed)."""
@@ -144,6 +207,30 @@ class State:
             (_now() if ended else None, status, exit_code, (summary or "")[:4000], run_id),
         )
         self.open_runs.pop(run_id, None)
+        if not self._pruned:
+            self._pruned = True
+            self.prune()
+
+    def prune(self, now=None):
+        """Delete the runs that started more than ``history_days`` before ``now``, except
+        the latest run of each task and database and its latest successful one (status and
+        Prometheus' last success need them). Return how many were deleted. Cheap: the
+        index on ``started`` finds the old runs and ``runs_latest`` answers whether a newer
+        one exists; a busy or damaged file only postpones it to the next run."""
+        now = now or datetime.datetime.now()
+        cutoff = (now - datetime.timedelta(days=self.history_days)).isoformat(sep=" ")
+        try:
+            with self._lock:
+                cursor = self._db.execute(
+                    "DELETE FROM runs WHERE started < ?"
+                    " AND EXISTS (SELECT 1 FROM runs n WHERE n.task = runs.task"
+                    "  AND n.database = runs.database AND n.id > runs.id)"
+                    " AND (status != 'ok' OR EXISTS (SELECT 1 FROM runs n"
+                    "  WHERE n.task = runs.task AND n.database = runs.database"
+                    "  AND n.id > runs.id AND n.status = 'ok'))", (cutoff,))
+                return cursor.rowcount
+        except sqlite3.Error:
+            return 0
 
     def kill_open_runs(self, summary):
         """Record every run this object started and has not finished as killed (exit 1)
@@ -154,24 +241,62 @@ class State:
             killed.append(database)
         return killed
 
-    def _runs(self, where, params=()):
-        columns = ("id", "task", "database", "host", "pid", "started", "ended", "status",
-                   "exit_code", "summary")
-        rows = self._execute(f"SELECT {', '.join(columns)} FROM runs r WHERE {where}"
-                             " ORDER BY task, database, id", params).fetchall()
-        return [dict(zip(columns, row)) for row in rows]
+    def _runs(self, where, params=(), order="task, database, id"):
+        rows = self._execute(f"SELECT {', '.join(COLUMNS)} FROM runs r WHERE {where}"
+                             f" ORDER BY {order}", params).fetchall()
+        return [dict(zip(COLUMNS, row)) for row in rows]
 
     def last_runs(self):
         """Return the latest run of every (task, database) as dicts, sorted. A run still
         recorded as running whose process is gone from this host is shown ``killed``."""
-        runs = self._runs("id = (SELECT MAX(id) FROM runs WHERE task = r.task"
-                          " AND database = r.database)")
-        for run in runs:
-            gone = _gone(run)
-            if gone:
-                run["status"], run["exit_code"] = "killed", 1
-                run["summary"] = f"killed ({gone})"
-        return runs
+        # One pass over the index runs_latest, not a subquery per run.
+        return _as_killed(self._runs("id IN (SELECT MAX(id) FROM runs GROUP BY task, database)"))
+
+    def recent_runs(self, task, database="", count=30):
+        """Return the last ``count`` runs of a task on a database, oldest first (a run whose
+        process is gone shown ``killed``, as in ``last_runs``)."""
+        runs = self._runs("task = ? AND database = ?", (task, database or ""), order="id DESC"
+                          f" LIMIT {int(count)}")
+        return _as_killed(runs[::-1])
+
+    def history(self, task, databases=(), limit=None):
+        """Return the runs of ``task`` (on ``databases`` only, when given), newest first;
+        at most ``limit`` when given."""
+        where, params = "task = ?", [task]
+        if databases:
+            where += f" AND database IN ({', '.join('?' * len(databases))})"
+            params += list(databases)
+        order = "id DESC" + (f" LIMIT {int(limit)}" if limit else "")
+        return _as_killed(self._runs(where, params, order=order))
+
+    def count_runs(self, task, databases=()):
+        """How many runs of ``task`` (on ``databases`` only, when given) are kept."""
+        where, params = "task = ?", [task]
+        if databases:
+            where += f" AND database IN ({', '.join('?' * len(databases))})"
+            params += list(databases)
+        return self._execute(f"SELECT COUNT(*) FROM runs WHERE {where}", params).fetchone()[0]
+
+    def daily_durations(self, since):
+        """Return {task: [(day, runs, failed, queued, mean seconds, longest seconds)]} of
+        the finished runs that started at or after ``since`` (a datetime), one tuple per day
+        with runs, oldest first: what the status page's duration charts draw. ``queued``
+        counts the failed runs whose summary says mail was queued (``status.kind`` tells
+        them apart more closely), ``failed`` the other failed or killed ones."""
+        queued = "(status = 'failed' AND instr(summary, ' for the next run (') > 0)"
+        rows = self._execute(
+            "SELECT task, substr(started, 1, 10) AS day, COUNT(*),"
+            f" SUM(status NOT IN ('ok', 'skipped') AND NOT {queued}), SUM({queued}),"
+            " AVG(seconds), MAX(seconds) FROM"
+            " (SELECT task, started, status, summary,"
+            "  (julianday(ended) - julianday(started)) * 86400 AS seconds"
+            "  FROM runs INDEXED BY runs_started WHERE started >= ? AND ended IS NOT NULL)"
+            " GROUP BY task, day ORDER BY task, day",
+            (since.isoformat(sep=" "),)).fetchall()
+        result = {}
+        for task, day, runs, failed, queued_runs, mean, longest in rows:
+            result.setdefault(task, []).append((day, runs, failed, queued_runs, mean, longest))
+        return result
 
     def record_killed(self, task, dry_run=False):
         """Record the runs of ``task`` still marked running as killed; return one line per

@@ -6,12 +6,24 @@ that never ran is overdue once the run history is older than its last due time (
 missing from the scheduler shows up, a new install does not cry wolf). A run whose process
 is gone without recording its end is ``killed``: a failure. Mail the server refused for
 good (kept in the outbox's ``failed/`` folder) is one more failed row, ``mail outbox``.
+
+For the status page, ``history`` adds to each row the strip of its last runs, per task the
+durations of the last 30 days, and for the failed runs the lines of the task's log that
+they wrote (``log_excerpts``).
 """
 
 import datetime
-import html
+import re
 
 GRACE = datetime.timedelta(minutes=30)
+#: How many runs the status page shows per task and database, and how many days of durations.
+STRIP_RUNS = 30
+CHART_DAYS = 30
+#: At most this many failed runs get their log lines on the page, each at most MAX_LINES.
+MAX_EXCERPTS = 40
+MAX_LINES = 200
+#: The problem a run records when the mail server could not take its messages (mail.Mailer).
+QUEUED = re.compile(r"queued \d+ messages? for the next run \(")
 
 
 def _time(text):
@@ -91,6 +103,115 @@ def _row(task, run, status, started, ended, next_due, overdue, schedule):
     }
 
 
+def kind(run):
+    """What a run's mark on the status page shows: ok, failed, killed, skipped, running or
+    queued (exit 1 only because the mail server could not take its mail now: the messages
+    wait in the outbox for the next run). An internal error is failed."""
+    status = run["status"]
+    if status in ("ok", "skipped", "killed", "running"):
+        return status
+    if status == "failed" and mail_queued_only(run.get("summary")):
+        return "queued"
+    return "failed"
+
+
+def mail_queued_only(summary):
+    """Whether a failed run's summary says that queued mail was its only problem: the
+    summary is the task's own, then "; " and each problem (``taskrun``), so every part but
+    the first must be the queued-mail one. Anything else counts as a failure."""
+    parts = (summary or "").split("; ")
+    others = [i for i, part in enumerate(parts) if not QUEUED.match(part)]
+    return len(others) < len(parts) and others in ([], [0])
+
+
+def history(state, entries, now, outbox=None, log_root=None):
+    """The rows (``rows``), each with ``runs``: its last STRIP_RUNS runs, oldest first, and
+    ``recorded_as``: the task name of its runs; the durations per task of the last
+    CHART_DAYS days (``State.daily_durations``); and the log lines of the failed runs
+    shown, {run id: excerpt} (``log_excerpts``; none without ``log_root``)."""
+    rows_ = rows(state.last_runs(), entries, now, outbox)
+    recorded = {entry.name: entry.task for entry in entries}
+    for row in rows_:
+        row["recorded_as"] = recorded.get(row["task"], row["task"])
+        known = row["started"] is not None and row["task"] != "mail"
+        row["runs"] = state.recent_runs(row["recorded_as"], row["database"],
+                                        STRIP_RUNS) if known else []
+    durations = state.daily_durations(now - datetime.timedelta(days=CHART_DAYS))
+    excerpts = log_excerpts(log_root, failed_runs(rows_, now)) if log_root else {}
+    return rows_, durations, excerpts
+
+
+def failed_runs(rows_, now):
+    """The failed and killed runs of the strips whose log lines the page shows, as
+    (run, until): the last result of each row first, then the others newest first; at most
+    MAX_EXCERPTS. ``until`` is the run's end, else the start of the next run, else now."""
+    last, earlier = [], []
+    for row in rows_:
+        runs = row.get("runs") or []
+        for index, run in enumerate(runs):
+            if kind(run) not in ("failed", "killed"):
+                continue
+            following = runs[index + 1]["started"] if index + 1 < len(runs) else None
+            until = _time(run["ended"] or following) or now
+            (last if index == len(runs) - 1 else earlier).append((run, until))
+    earlier.sort(key=lambda pair: pair[0]["started"], reverse=True)
+    return (last + earlier)[:MAX_EXCERPTS]
+
+
+def log_excerpts(log_root, wanted):
+    """Given the log root and [(run, until)], return {run id: excerpt}: the lines each run
+    wrote to its task's log (``<log_root>/cioctasks/<task>.log`` and its rotated backups
+    ``.1`` to ``.5``), found by task, database and time. An excerpt is a dict: ``file``
+    (the current log), ``lines`` [(path, line number, text)] (the last MAX_LINES) and
+    ``left_out`` (how many earlier lines were left out)."""
+    from cioctasks import logs
+
+    by_task = {}
+    for run, until in wanted:
+        by_task.setdefault(run["task"], []).append((run, until))
+    found = {}
+    for task, runs in by_task.items():
+        found.update(_task_excerpts(logs.log_path(log_root, task), runs))
+    return found
+
+
+def _task_excerpts(path, runs):
+    second = datetime.timedelta(seconds=1)
+    windows = []  # (low, high, prefix of its lines, lines)
+    for run, until in runs:
+        low = (_time(run["started"]) - second).isoformat(sep=" ", timespec="seconds")
+        high = (until + second).isoformat(sep=" ", timespec="seconds")
+        windows.append((low, high, f"{run['task']}[{run['database'] or '-'}] ", []))
+    earliest = min(_time(run["started"]) for run, _ in runs).timestamp() - 2
+    lowest, highest = min(w[0] for w in windows), max(w[1] for w in windows)
+    backups = [path.with_name(f"{path.name}.{n}") for n in range(5, 0, -1)]
+    for source in [*backups, path]:
+        try:
+            if source.stat().st_mtime < earliest:  # last written before these runs began
+                continue
+            handle = source.open(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        with handle:
+            taking = []
+            for number, line in enumerate(handle, 1):
+                line = line.rstrip("\n")
+                if len(line) > 24 and line[:4].isdigit() and line[4] == "-" and line[10] == " ":
+                    stamp = line[:19]
+                    if not lowest <= stamp <= highest:
+                        taking = []
+                        continue
+                    rest = line[24:]
+                    rest = rest[rest.find(" "):].lstrip(" ")  # after the level
+                    taking = [w[3] for w in windows
+                              if w[0] <= stamp <= w[1] and rest.startswith(w[2])]
+                for lines in taking:  # a traceback's lines follow their record
+                    lines.append((source, number, line))
+    return {run["id"]: {"file": path, "lines": window[3][-MAX_LINES:],
+                        "left_out": max(0, len(window[3]) - MAX_LINES)}
+            for (run, _), window in zip(runs, windows)}
+
+
 def marks(row):
     return " ".join(m for m, on in (("FAILED", row["failed"]), ("OVERDUE", row["overdue"])) if on)
 
@@ -113,28 +234,7 @@ def table(rows_):
 
 
 def page(rows_, now):
-    """A static HTML page of the rows, for an operator's browser."""
-    def cell(value):
-        return f"<td>{html.escape(str(value if value is not None else '-'))}</td>"
+    """The status page of ``rows`` alone (no history: no strips, no charts, no logs)."""
+    from cioctasks import statuspage
 
-    body = []
-    for r in rows_:
-        css = "failed" if r["failed"] else "overdue" if r["overdue"] else "ok"
-        took = "-" if r["seconds"] is None else f"{r['seconds']:.1f}s"
-        body.append(f'<tr class="{css}">' + "".join(cell(v) for v in (
-            r["task"], r["database"] or "-", r["status"], r["started"], took, r["schedule"],
-            r["next_due"], marks(r), r["summary"][:200])) + "</tr>")
-    problems = sum(1 for r in rows_ if r["failed"] or r["overdue"])
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>cioctasks status</title>
-<style>body{{font-family:sans-serif}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
-tr.failed{{background:#fdd}} tr.overdue{{background:#ffd}}</style></head><body>
-<h1>cioctasks status</h1>
-<p>{html.escape(now.strftime('%Y-%m-%d %H:%M'))}: {len(rows_)} tasks and databases,
-{problems} failed or overdue.</p>
-<table><tr><th>task</th><th>database</th><th>result</th><th>started</th><th>took</th>
-<th>schedule</th><th>next due</th><th></th><th>summary</th></tr>
-{chr(10).join(body)}
-</table></body></html>
-"""
+    return statuspage.render(rows_, now)
