@@ -25,16 +25,15 @@ process that is gone, database files in the work folder) is removed by the next 
 import argparse
 import datetime
 import re
-import runpy
 import sys
 from pathlib import Path
 
 import cioctasks
-from cioctasks import archive, files
+from cioctasks import files
 
+# The sibling modules (dbcopy, rules) and the archive library are imported where they are
+# used, so that --help and a run that finds the lock held start fast.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import dbcopy  # noqa: E402  (a sibling module of this script)
-import rules  # noqa: E402  (a sibling module of this script)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "config" / "downloads.py"
@@ -44,6 +43,8 @@ REQUIRED = ("dbinfo", "default_flavours", "old_sites", "member_columns", "record
 
 def load_config(path):
     """Read a downloads configuration file; raise ConfigError naming what is wrong."""
+    import runpy
+
     try:
         values = runpy.run_path(str(path))
     except FileNotFoundError:
@@ -144,6 +145,10 @@ def remove_leftovers(context, site, folder, work):
 def build_download(context, source, plan, site, member, flavour, stats, year, described):
     """Build, pack and publish one member's download as the .zip the web app serves;
     return a short description."""
+    import dbcopy
+    import rules
+    from cioctasks import archive
+
     member_id = member["MemberID"]
     name = download_name(site, flavour, member_id, stats, year)
     folder = Path(context.settings.virtualservers_base) / site / "download"
@@ -206,6 +211,9 @@ def read_members(source, wanted):
 def show_plan(context, site, flavours, year):
     """Print what each flavour's download copies from ``site``, table by table, and which
     member downloads are built; return the summary."""
+    import dbcopy
+    import rules
+
     args, config = context.args, context.prepared
     with context.connect(site) as source:
         members = read_members(source, args.member)
@@ -240,6 +248,9 @@ def show_plan(context, site, flavours, year):
 
 
 def task(context, site):
+    import dbcopy
+    import rules
+
     args = context.args
     config = context.prepared
     flavours = flavours_of(config, site)
@@ -299,7 +310,9 @@ def add_arguments(parser):
 def planning(argv):
     """True when the command line asks for --plan (argparse's abbreviations included):
     the plan is a read-only audit, run without the lock or run history."""
-    parser = argparse.ArgumentParser(add_help=False)
+    # A fixed width: argparse's own formatter would import shutil to ask the terminal's.
+    parser = argparse.ArgumentParser(
+        add_help=False, formatter_class=lambda prog: argparse.HelpFormatter(prog, width=80))
     parser.add_argument("--plan", action="store_true")
     try:
         return parser.parse_known_args(argv)[0].plan
@@ -309,8 +322,9 @@ def planning(argv):
 
 if __name__ == "__main__":
     # The stats downloads are their own task in the run history, status and pings, but
-    # share the record downloads' lock: both build in the same work folder.
+    # share the record downloads' lock: both build in the same work folder. Building a
+    # download is Python work (rows, SQLite, zip): with -j each database has its process.
     sys.exit(cioctasks.run(
         task, add_arguments, per_database=True, prepare=prepare, name="newdownloads",
         name_of=lambda args: "newdownloads_stats" if args.stats else "newdownloads",
-        lock="newdownloads", command=planning(sys.argv[1:])))
+        lock="newdownloads", command=planning(sys.argv[1:]), parallel="processes"))

@@ -349,3 +349,50 @@ def test_a_udl_base_that_is_not_a_folder_is_exit_2_naming_it(cioc_env, tmp_path)
     assert result.returncode == 2
     assert_no_traceback(result)
     assert "CIOC_UDL_BASE:" in result.stderr and "is not a folder" in result.stderr
+
+
+def test_the_schedules_time_limit_is_looked_up_only_by_a_run_that_lasts():
+    """A 15-minute task with nothing to do ends before it would need its time limit: the
+    watchdog asks for it (loading the schedule) only after a second, and still enforces it."""
+    code = (
+        "import time\n"
+        "from cioctasks import lock\n"
+        "asked = []\n"
+        "def limit():\n"
+        "    asked.append(1)\n"
+        "    return 0.03\n"
+        "quick = lock.Watchdog(limit)\n"
+        "quick.start(lambda: None)\n"
+        "quick.stop()\n"
+        "time.sleep(1.5)\n"
+        "print('quick run asked', len(asked), flush=True)\n"
+        "slow = lock.Watchdog(limit)\n"
+        "slow.start(lambda: print('limit reached after', slow.minutes, flush=True))\n"
+        "time.sleep(30)\n"
+    )
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1
+    assert "quick run asked 0" in result.stdout
+    assert "limit reached after 0.03" in result.stdout
+    assert time.monotonic() - started < 10
+
+
+def test_the_log_rotates_into_numbered_backups_and_keeps_every_line(tmp_path):
+    import logging
+
+    from cioctasks import logs
+
+    handler = logs.RotatingFile(tmp_path / "task.log", max_bytes=300, backups=2)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for number in range(12):
+        handler.emit(logging.makeLogRecord({"msg": f"line {number:02d} " + "x" * 60}))
+    handler.close()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["task.log", "task.log.1", "task.log.2"]
+    kept = "".join((tmp_path / name).read_text(encoding="utf-8") for name in
+                   ("task.log.2", "task.log.1", "task.log"))
+    assert "line 11" in kept and all(p.stat().st_size <= 300 for p in tmp_path.iterdir())
+    numbers = [int(line.split()[1]) for line in kept.splitlines()]
+    assert numbers == sorted(numbers)  # the oldest in .2, the newest in the log itself

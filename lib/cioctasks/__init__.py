@@ -16,6 +16,8 @@ from cioctasks.errors import (  # noqa: F401 (re-exported)
     TaskError,
 )
 
+__all__ = ["FAILED", "INTERNAL", "LOCKED", "OK", "USAGE", "ConfigError", "LockedError",
+           "Skipped", "TaskError", "number", "run"]
 __version__ = "0.1.0"
 
 

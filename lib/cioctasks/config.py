@@ -110,39 +110,49 @@ def read_env_file(path: Path, strict: bool = True) -> dict:
     quote the lines after it too. So raise ConfigError naming the file and the line (never
     its value) of each line that cannot be parsed, and of a ``CIOC_*`` name without ``=``.
     With ``strict`` False, leave those lines out and read the rest, for the report of that
-    very error.
+    very error. Values are expanded (``${NAME}``) as ``dotenv_values`` does, from the
+    bindings python-dotenv's parser already gave, so that the file is parsed once.
     """
-    import io
-
-    from dotenv import dotenv_values
+    from dotenv.variables import parse_variables
 
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"cannot read {path}: {error.__class__.__name__}") from None
-    text, bad = _without_unreadable_lines(text)
+    bindings, bad = _without_unreadable_lines(text)
     if bad and strict:
         (line, why), others = bad[0], [str(line) for line, _ in bad[1:4]]
         also = (f" (also line{'s' if len(bad) > 2 else ''} {', '.join(others)}"
                 f"{', ...' if len(bad) > 4 else ''})") if others else ""
         raise EnvFileError(f"{path}, line {line}: {why}{also}", path, line)
-    values = dotenv_values(stream=io.StringIO(text))
+    values = {}
+    for binding in bindings:
+        if binding.key is None:
+            continue
+        if binding.value is None:
+            values[binding.key] = None
+            continue
+        known = {**os.environ, **values}  # as dotenv_values: the file's own names win
+        values[binding.key] = "".join(atom.resolve(known)
+                                      for atom in parse_variables(binding.value))
     return {key: value for key, value in values.items() if value is not None}
 
 
 def _without_unreadable_lines(text):
-    """Return (the text with each line that cannot be read blanked, [(line number, why)]);
-    blanked one at a time, so that an unclosed quote costs its own line only."""
+    """Return (the bindings of the text with each line that cannot be read blanked,
+    [(line number, why)]); blanked one at a time, so that an unclosed quote costs its own
+    line only."""
     import io
 
     from dotenv.parser import parse_stream
 
     lines = text.splitlines(keepends=True)
     bad = []
-    for _ in range(len(lines)):  # each turn blanks a line that is not blank
-        unreadable = next((b for b in parse_stream(io.StringIO(text)) if _unreadable(b)), None)
+    for _ in range(len(lines) + 1):  # each turn but the last blanks a line that is not blank
+        bindings = list(parse_stream(io.StringIO(text)))
+        unreadable = next((b for b in bindings if _unreadable(b)), None)
         if unreadable is None:
-            break
+            return bindings, bad
         # A statement starts with the blank lines before it: skip them.
         statement = unreadable.original.string
         blank = statement[:len(statement) - len(statement.lstrip())]
@@ -152,7 +162,7 @@ def _without_unreadable_lines(text):
         bad.append((number, _why_unreadable(lines[number - 1])))
         lines[number - 1] = "\n"
         text = "".join(lines)
-    return text, bad
+    return [b for b in parse_stream(io.StringIO(text)) if not _unreadable(b)], bad
 
 
 def _unreadable(binding):

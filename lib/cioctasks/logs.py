@@ -3,11 +3,15 @@
 Every line names the task and the database it concerns (``contextvars``, so parallel
 databases in threads each name their own). The log file is
 ``<CIOC_LOG_ROOT>/cioctasks/<task>.log``, 2 MB × 5 backups.
+
+A database run in a child process (``-j`` with processes) writes no file: its records go
+to the parent over a ``Channel`` and the parent logs them (``replay``), so one process
+writes and rotates the log, and every line still names its database.
 """
 
 import contextvars
 import logging
-import logging.handlers
+import os
 from pathlib import Path
 
 from cioctasks import udl
@@ -47,18 +51,45 @@ class ContextFilter(logging.Filter):
         return True
 
 
-class RotatingFile(logging.handlers.RotatingFileHandler):
-    """Rotation that never costs a line: when a rename fails (on Windows a viewer holding
-    the log open is enough), the lines go on into the current file and rotation waits for
-    the next run."""
+class RotatingFile(logging.FileHandler):
+    """A log of at most MAX_BYTES with BACKUPS older ones (``.1`` the newest), as
+    ``logging.handlers.RotatingFileHandler`` keeps it, without that module's imports
+    (sockets, pickle, queues: start-up time). Rotation never costs a line: when a rename
+    fails (on Windows a viewer holding the log open is enough), the lines go on into the
+    current file and rotation waits for the next run."""
 
-    def doRollover(self):
+    def __init__(self, path, max_bytes, backups):
+        super().__init__(path, mode="a", encoding="utf-8")
+        self.max_bytes = max_bytes
+        self.backups = backups
+
+    def emit(self, record):
+        if self.max_bytes:
+            try:
+                if self.stream is None:
+                    self.stream = self._open()
+                self.stream.seek(0, os.SEEK_END)
+                if self.stream.tell() + len(self.format(record)) + 1 >= self.max_bytes:
+                    self.rotate()
+            except Exception:
+                self.handleError(record)
+        super().emit(record)
+
+    def rotate(self):
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+        names = [self.baseFilename] + [f"{self.baseFilename}.{n}" for n in
+                                       range(1, self.backups + 1)]
         try:
-            super().doRollover()
+            for older, newer in reversed(list(zip(names, names[1:]))):
+                if os.path.exists(older):
+                    if os.path.lexists(newer):
+                        os.remove(newer)
+                    os.rename(older, newer)
         except OSError:
-            self.maxBytes = 0  # no more attempts in this run
-            if self.stream is None:
-                self.stream = self._open()
+            self.max_bytes = 0  # no more attempts in this run
+        self.stream = self._open()
 
 
 def log_path(log_root, task):
@@ -85,9 +116,7 @@ def setup(task, log_root, secrets=(), console_stream=None, verbosity=0, quiet=Fa
     path = log_path(log_root, task)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = RotatingFile(
-            path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8", delay=False
-        )
+        file_handler = RotatingFile(path, MAX_BYTES, BACKUPS)
     except OSError as error:
         raise ConfigError(
             f"CIOC_LOG_ROOT: cannot write the log {path}: {error.strerror}"
@@ -146,3 +175,91 @@ class LogStream:
 
     def isatty(self):
         return False
+
+
+# -- a database run in a child process (-j with processes) -----------------------------
+
+class Channel:
+    """How a child process reports to the run that started it: one JSON object per line on
+    a pipe (its standard output). When the pipe is gone, so is the parent: the child ends
+    at once, since nobody would learn its result."""
+
+    def __init__(self, stream):
+        import threading
+
+        self.stream = stream
+        self._lock = threading.Lock()
+
+    def send(self, **message):
+        import json
+
+        data = (json.dumps(message) + "\n").encode("utf-8")
+        with self._lock:
+            try:
+                self.stream.write(data)
+                self.stream.flush()
+            except (OSError, ValueError):
+                os._exit(1)
+
+
+class ForwardHandler(logging.Handler):
+    """Sends each record, masked, over a Channel; the parent decides what its log and
+    console show (``replay``)."""
+
+    def __init__(self, channel, secrets=()):
+        super().__init__(logging.DEBUG)
+        self.channel = channel
+        self.secrets = tuple(secrets)
+        self.formatter = logging.Formatter()
+
+    def emit(self, record):
+        trace = record.exc_text
+        if record.exc_info:
+            trace = self.formatter.formatException(record.exc_info)
+        self.channel.send(log=[record.levelno, udl.mask(record.getMessage(), self.secrets),
+                               trace and udl.mask(trace, self.secrets), record.created])
+
+
+class ChannelStream:
+    """What ``print`` and stray output of a child process become: text for the parent's
+    own stdout (``out``) or stderr (``err``)."""
+
+    encoding = "utf-8"
+
+    def __init__(self, channel, kind):
+        self.channel = channel
+        self.kind = kind
+
+    def write(self, text):
+        if text:
+            self.channel.send(**{self.kind: text})
+        return len(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+
+def setup_child(channel, secrets=()):
+    """Configure and return the logger of a child process: every record to the parent."""
+    logger = logging.getLogger("cioctasks")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    logging.raiseExceptions = False
+    logger.addHandler(ForwardHandler(channel, secrets))
+    return logger
+
+
+def replay(logger, item):
+    """Log, in the parent, a record a child sent (``ForwardHandler``), with the child's
+    time; the database it names is the parent thread's ``current_database``."""
+    level, message, trace, created = item
+    record = logger.makeRecord(logger.name, level, "(child process)", 0, message, None, None)
+    record.created = created
+    record.msecs = (created - int(created)) * 1000
+    record.exc_text = trace
+    logger.handle(record)

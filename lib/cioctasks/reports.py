@@ -11,7 +11,6 @@ that cannot be written) goes to the fallback log (``fallback_logs``), which need
 """
 
 import datetime
-import hashlib
 import logging
 import os
 import re
@@ -40,6 +39,8 @@ def report_text(name, outcomes, problems):
 
 def signature(text):
     """A fingerprint of a report that ignores numbers (durations, counts, times, pids)."""
+    import hashlib  # only when a failure is reported: start-up stays fast
+
     blurred = re.sub(r"\d+", "#", text)
     return hashlib.sha256(blurred.encode("utf-8")).hexdigest()[:16]
 

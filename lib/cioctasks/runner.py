@@ -135,7 +135,8 @@ def build_parser(name, description, per_database, add_arguments):
 
 
 def run(task, add_arguments=None, *, per_database=False, name=None, description=None,
-        argv=None, environ=None, command=False, prepare=None, name_of=None, lock=None):
+        argv=None, environ=None, command=False, prepare=None, name_of=None, lock=None,
+        parallel="threads"):
     """Run ``task`` as a script and return its exit code.
 
     ``task(context)``, or ``task(context, database_name)`` when ``per_database``, returns a
@@ -147,6 +148,9 @@ def run(task, add_arguments=None, *, per_database=False, name=None, description=
     ConfigError from it ends the run with exit 2. ``name_of(args)``, when given, names the
     run from its arguments (history, pings, reports, log); ``lock`` is the name of the lock
     it takes (default: its name), so two variants of one script can exclude each other.
+    ``parallel`` says how ``-j N`` runs databases side by side: "threads" where the work
+    is waiting on the database server, "processes" where it is Python (building files,
+    mail), which threads of one interpreter cannot run at once.
     """
     import io
 
@@ -170,7 +174,9 @@ def run(task, add_arguments=None, *, per_database=False, name=None, description=
 
     if name_of is not None and args is not None:
         name = name_of(args)
-    job = taskrun.Job(task, name, per_database, command, prepare, lock or name)
+    if parallel not in ("threads", "processes"):
+        raise ValueError(f"parallel: {parallel!r} is neither 'threads' nor 'processes'")
+    job = taskrun.Job(task, name, per_database, command, prepare, lock or name, parallel, argv)
     # Failures are mailed even with a console; known also when the flags did not parse.
     notify = args.notify_errors if args is not None else "--notify-errors" in (
         sys.argv[1:] if argv is None else argv)

@@ -15,7 +15,6 @@ import sys
 import tomllib
 from pathlib import Path, PureWindowsPath
 from typing import Optional, Tuple
-from xml.sax.saxutils import escape
 
 from cioctasks.errors import ConfigError, TaskError
 
@@ -294,6 +293,8 @@ def _trigger(entry, start_date):
 
 def task_xml(entry, root, pythonw, start_date):
     """The Task Scheduler XML of one entry."""
+    from xml.sax.saxutils import escape  # here: status reads the schedule on every run
+
     arguments = " ".join(f'"{part}"' if " " in part else part
                          for part in (entry.script.replace("/", "\\"), *entry.args))
     return f"""<?xml version="1.0" encoding="UTF-16"?>

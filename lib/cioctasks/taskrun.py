@@ -1,19 +1,19 @@
 """One run of a task once its arguments are parsed (see ``runner``): settings, logging, the
 lock, the time limit, the outbox, the database fan-out, run history, pings, the failure
 report.
+
+With ``-j N`` the databases run N at a time: in threads, or, for a task that declares its
+work is Python (``parallel="processes"``), each in a child process (``children``), since
+threads of one interpreter take turns at the GIL.
 """
 
 import collections
-import concurrent.futures
-import importlib
 import logging
-import socket
 import sys
 import time
-import traceback
 from pathlib import Path
 
-from cioctasks import config, logs, reports, udl
+from cioctasks import children, config, logs, reports, udl
 from cioctasks.errors import FAILED, INTERNAL, LOCKED, OK, USAGE, ConfigError, Skipped, TaskError
 
 PING_TIMEOUT = 10
@@ -96,13 +96,15 @@ def ping(settings, name, what, body="", log=None):
                         udl.mask(str(error), settings.secrets()))
 
 
-def _run_one(task, context, name):
+def _run_one(task, context, name, on_start=None):
     token = logs.current_database.set(name or "-")
     started = time.monotonic()
     run_id = None
     try:
         if not context.dry_run:
             run_id = context.state.start_run(context.task, name or "")
+            if on_start is not None and run_id is not None:
+                on_start(run_id)
         if name is None:
             summary = task(context)
         else:
@@ -154,11 +156,18 @@ def _run_one(task, context, name):
     return Outcome(name or "", status, code, summary, seconds)
 
 
-def _run_all(task, context, databases, jobs):
+def _run_all(job, context, databases, jobs, running):
+    task = job.task
     if databases is None:
         return [_run_one(task, context, None)]
     if jobs <= 1 or len(databases) <= 1:
         return [_run_one(task, context.for_database(name), name) for name in databases]
+    if job.parallel == "processes" and not job.command:
+        command = children.child_command(task, job.argv)
+        if command is not None:
+            return children.run_children(command, job, context, databases, jobs, running)
+    import concurrent.futures
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [
             pool.submit(_run_one, task, context.for_database(name), name) for name in databases
@@ -167,14 +176,19 @@ def _run_all(task, context, databases, jobs):
 
 
 #: What the runner knows of a task script: its function, its name, whether it runs once per
-#: database, whether it is a built-in command, its ``prepare(context)`` hook (or None) and
-#: the name of the lock it takes.
-Job = collections.namedtuple("Job", "task name per_database command prepare lock")
+#: database, whether it is a built-in command, its ``prepare(context)`` hook (or None), the
+#: name of the lock it takes, how its databases run side by side with -j ("threads" or
+#: "processes") and its arguments (None: sys.argv), which a child process is given again.
+Job = collections.namedtuple("Job", "task name per_database command prepare lock parallel argv",
+                             defaults=("threads", None))
 
 
 def execute(job, args, usage_error, console, environ=None, notify=False):
     """Load the settings, set up logging and run ``job``; return the exit code. ``notify``
     says whether failures are mailed even with a console (--notify-errors)."""
+    parent = children.parent_of(job, environ)
+    if parent is not None:
+        return children.run_as_child(job, args, usage_error, environ, parent)
     name = job.name
     settings = None
     try:
@@ -200,6 +214,8 @@ def execute(job, args, usage_error, console, environ=None, notify=False):
     try:
         return _run_locked(job, args, settings, log, console)
     except Exception as error:  # the last net: never a silent death under the scheduler
+        import traceback
+
         log.critical("internal error: %s", error, exc_info=True)
         if not console or args.notify_errors:
             reports.failure(settings, name, traceback.format_exc(), log, args.dry_run)
@@ -232,7 +248,9 @@ def _run_locked(job, args, settings, log, console):
             if not console or args.notify_errors:
                 reports.failure(settings, name, f"{error}\n", log, args.dry_run)
             return error.exit_code
-    watchdog = locking.Watchdog(max_minutes(args, name, log))
+    watchdog = locking.Watchdog(getattr(args, "max_minutes", None)
+                                or (lambda: max_minutes(args, name, log)))
+    watchdog.children = children.Children()
     watchdog.start(lambda: _time_limit_reached(job, args, settings, log, console, held,
                                                watchdog))
     try:
@@ -268,9 +286,13 @@ def _time_limit_reached(job, args, settings, log, console, held, watchdog):
     name = job.name
     reason = f"time limit: stopped after {watchdog.minutes:g} minutes (--max-minutes)"
     try:
+        if watchdog.children is not None:
+            watchdog.children.stop(reason)
         killed = watchdog.state.kill_open_runs(reason) if watchdog.state else []
         running = f"; still running: {', '.join(d or name for d in killed)}" if killed else ""
         log.error("%s%s", reason, running)
+        import socket
+
         text = f"{name} on {socket.gethostname()}: {reason}{running}\n"
         if not console or args.notify_errors:
             reports.failure(settings, name, text, log, args.dry_run)
@@ -296,7 +318,7 @@ def _run_body(job, args, settings, log, console, watchdog):
     from cioctasks import state as run_state
 
     try:
-        state = None if command else run_state.State(settings.state_dir)
+        state = None if command else run_state.State.open(settings)
     except ConfigError as error:
         log.error("%s", error)
         if not console or args.notify_errors:
@@ -344,7 +366,8 @@ def _run_body(job, args, settings, log, console, watchdog):
                 context.prepared = job.prepare(context)
             except ConfigError as error:
                 return configuration_failure(error)
-        outcomes = _run_all(job.task, context, databases, getattr(args, "jobs", 1))
+        outcomes = _run_all(job, context, databases, getattr(args, "jobs", 1),
+                            watchdog.children)
         if context._mailer is not None:
             problems.extend(context._mailer.problems)
     finally:
@@ -403,7 +426,8 @@ def _write_metrics(settings, log):
         try:
             path = config.setting_text(settings, variable)
             if path:
-                # Imported only then: start-up stays fast.
+                import importlib  # the module only then: start-up stays fast
+
                 importlib.import_module(f"cioctasks.{module}").update(settings, path)
         except Exception as error:
             log.warning("%s: not written: %s", variable,
