@@ -1,4 +1,5 @@
-"""Build the sample world in ./demo, run every task against it as a night would, and show
+"""Build the sample world in ./demo, run every task against it as two nights would (on the
+second, the getinvolved.ca stand-in refuses the login: one expected failure), and show
 what happened. Run through bin/demo (or bin\\demo.cmd), which installs what is missing first.
 
     python bin/demo.py [--dir DIR] [--sites N] [--scale small|medium|large]
@@ -10,6 +11,7 @@ DIR afterwards for you to look at: mail as .eml files, downloads, logs, the stat
 """
 
 import argparse
+import contextlib
 import hashlib
 import http.server
 import io
@@ -41,6 +43,10 @@ NIGHT = [
     ("cron/geoip_download.py", []),
 ]
 
+#: What the second night adds: getinvolvedapi sends everything again, so that it meets the
+#: stand-in's refusal (incremental, it would have nothing new to send).
+NIGHT_2_ARGS = {"cron/getinvolvedapi.py": ["--full", "--retries", "0"]}
+
 EXIT_MEANING = {0: "ok", 1: "some work failed", 2: "usage/config error", 70: "internal error",
                 75: "locked"}
 
@@ -50,8 +56,13 @@ class GetInvolvedStandIn(http.server.BaseHTTPRequestHandler):
     shows a real sync without the network. It keeps what it is sent in ``received``."""
 
     received = {}
+    #: When set, every request is refused as a wrong login would be (HTTP 401).
+    refuse = False
 
     def do_POST(self):
+        if self.refuse:
+            self.send_error(401)
+            return
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
         params = body.get("params", {})
         if body.get("method") == "opportunities.upsert":
@@ -150,6 +161,19 @@ def run(args, env, label=None):
     return result.returncode, seconds, result.stdout
 
 
+def last_night(world):
+    """Move the runs recorded so far back one day, so that the first night shows as last
+    night on the status page's strips and charts. No task runs meanwhile; the logs and the
+    watermarks are left as they are."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(world / "state" / "state.sqlite")) as history:
+        with history:
+            history.execute(
+                "UPDATE runs SET started = strftime('%Y-%m-%d %H:%M:%f', started, '-1 day'),"
+                " ended = strftime('%Y-%m-%d %H:%M:%f', ended, '-1 day')")
+
+
 def refusal(folder):
     """Why the demo may not build its world in ``folder`` (a file, or a folder holding
     something other than a sample world), or None."""
@@ -184,7 +208,9 @@ def main(argv=None):
         return 2
     python = sys.executable
     env = {k: v for k, v in os.environ.items() if not k.startswith("CIOC_")}
-    env.update(PYTHONUTF8="1", CIOC_ENV_FILE=str(world / ".env"))
+    env.update(PYTHONUTF8="1", CIOC_ENV_FILE=str(world / ".env"),
+               CIOC_STATUS_HTML=str(world / "status.html"),
+               CIOC_PROMETHEUS_FILE=str(world / "metrics" / "cioctasks.prom"))
 
     print(f"Building the sample world in {world} ({args.sites} sites, scale {args.scale})")
     # The second site is a CIOC database from before GetInvolved was removed, so the demo
@@ -210,19 +236,37 @@ def main(argv=None):
     print(f"\nRunning the night's tasks (stand-ins: getinvolved.ca at {url}, "
           f"MaxMind at {maxmind_url or 'none: mmdb-writer is not installed'})")
     failures = 0
-    for script, script_args in NIGHT:
-        if not (ROOT / script).exists():
-            continue
-        code, _, _ = run([python, ROOT / script, *script_args], env,
-                         " ".join([script, *script_args]))
-        failures += code not in (0,)
+    for night in (1, 2):
+        if night == 2:
+            last_night(world)
+            print("\nThe second night: the getinvolved.ca stand-in now refuses the login "
+                  "(HTTP 401) and getinvolvedapi sends everything again (--full), so it "
+                  "fails for the agency: expected")
+            GetInvolvedStandIn.refuse = True
+        for script, script_args in NIGHT:
+            if not (ROOT / script).exists():
+                continue
+            extra = NIGHT_2_ARGS.get(script, []) if night == 2 else []
+            code, _, _ = run([python, ROOT / script, *script_args, *extra], env,
+                             " ".join([script, *script_args, *extra]))
+            expected = night == 2 and script in NIGHT_2_ARGS and code == 1
+            failures += code not in (0,) and not expected
 
     print("\nWhat happened (python -m cioctasks status):")
     status = subprocess.run([python, "-m", "cioctasks", "status"], env=env, cwd=ROOT,
                             capture_output=True, text=True, encoding="utf-8")
     print(status.stdout.rstrip())
-    subprocess.run([python, "-m", "cioctasks", "status", "--html", world / "status.html"],
-                   env=env, cwd=ROOT, capture_output=True)
+    if older:
+        print("\nThe runs of one task (python -m cioctasks status --history getinvolvedapi "
+              "-a ciocnord):")
+        history = subprocess.run(
+            [python, "-m", "cioctasks", "status", "--history", "getinvolvedapi", "-a",
+             "ciocnord"], env=env, cwd=ROOT, capture_output=True, text=True, encoding="utf-8")
+        print((history.stdout or history.stderr).rstrip())
+    # The status page and the Prometheus file were rewritten at the end of every run
+    # (CIOC_STATUS_HTML, CIOC_PROMETHEUS_FILE); the systemd timers are written beside them.
+    run([python, "-m", "cioctasks", "schedule", "--systemd", world / "systemd"], env,
+        "cioctasks schedule --systemd")
     runs = json.loads(subprocess.run(
         [python, "-m", "cioctasks", "status", "--json"], env=env, cwd=ROOT,
         capture_output=True, text=True, encoding="utf-8").stdout or "[]")
@@ -238,7 +282,10 @@ def main(argv=None):
     print(f"  awstats pages               {world / 'VirtualServers'}/<site>/stats/index.html")
     print(f"  getinvolved.ca stand-in     {len(GetInvolvedStandIn.received)} opportunities received")
     print(f"  GeoLite2 databases          {world / 'tools' / 'geoip'}")
-    print(f"  status page                 {world / 'status.html'}")
+    print(f"  status page                 {world / 'status.html'}  (getinvolvedapi on "
+          "ciocnord is red: its link shows the log lines)")
+    print(f"  Prometheus metrics          {world / 'metrics' / 'cioctasks.prom'}")
+    print(f"  systemd timers              {world / 'systemd'}")
     print(f"  task logs                   {world / 'logs' / 'cioctasks'}")
     print(f"  run history                 {world / 'state' / 'state.sqlite'} "
           f"({len(runs)} task/database entries)")
