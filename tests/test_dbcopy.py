@@ -204,3 +204,104 @@ def test_a_copy_that_fails_leaves_no_output_file(alone, tmp_path):
     assert_no_traceback(result)
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_every_row_arrives_in_order_with_the_same_values_as_the_source(source, tmp_path):
+    # 12,347 rows: several source pages, INSERTs of 100 rows and shorter ones.
+    target = dbcopy.SqliteTarget(tmp_path / "out.sqlite")
+    dbcopy.copy_database(source, target, [("GBL_BaseTable", None, ())])
+    target.close()
+    columns = "NUM, MemberID, RECORD_OWNER, Secret, CREATED_DATE, Amount, Logo, Active"
+    copied = read(tmp_path / "out.sqlite", f"SELECT {columns} FROM GBL_BaseTable ORDER BY rowid")
+    original = read(tmp_path / "source.sqlite",
+                    f"SELECT {columns} FROM GBL_BaseTable ORDER BY rowid")
+    assert len(copied) == 12_347
+    assert copied == original
+
+
+def test_a_low_limit_on_bound_values_still_copies_every_row(source, tmp_path):
+    import sqlite3 as stdlib
+
+    target = dbcopy.SqliteTarget(tmp_path / "out.sqlite")
+    # Eight columns and 20 values per statement: two rows per INSERT, one left over.
+    target.connection.setlimit(stdlib.SQLITE_LIMIT_VARIABLE_NUMBER, 20)
+    dbcopy.copy_database(source, target, [("GBL_BaseTable", "MemberID = 2", ())])
+    target.close()
+    copied = read(tmp_path / "out.sqlite", "SELECT NUM FROM GBL_BaseTable ORDER BY rowid")
+    original = read(tmp_path / "source.sqlite",
+                    "SELECT NUM FROM GBL_BaseTable WHERE MemberID = 2 ORDER BY rowid")
+    assert copied == original and len(copied) == 6173
+
+
+@pytest.fixture
+def cioc_types(cioc_env, tmp_path):
+    """A site whose one table has a column of each kind CIOC uses, and a row of NULLs."""
+    path = tmp_path / "types.sqlite"
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "CREATE TABLE GBL_Types (ID INTEGER PRIMARY KEY, ProfileID UNIQUEIDENTIFIER, "
+            "MODIFIED_DATE DATETIME, OnDate DATE, Fee MONEY, Latitude DECIMAL(11,7), "
+            "BigCount BIGINT, Ratio FLOAT, Active BIT, ORG_NAME NVARCHAR(200), Logo VARBINARY(50))")
+        connection.execute(
+            "INSERT INTO GBL_Types VALUES (1, '6F9619FF-8B86-D011-B42D-00C04FC964FF', "
+            "'2026-11-03 10:15:30.997', '2026-11-03', 1234.5678, 43.653226, 9007199254740993, "
+            "0.1, 1, 'Été 😀 中文 « Québec »', X'00FF0010')")
+        connection.execute("INSERT INTO GBL_Types (ID) VALUES (2)")
+    make_site(tmp_path / "UDLs", "ciocdemo", path)
+    return cioc_env
+
+
+def test_guids_dates_decimals_big_integers_unicode_blobs_and_nulls_survive(cioc_types, tmp_path):
+    out = tmp_path / "copy.sqlite"
+    result = run_command([sys.executable, ROOT / "downloads" / "dbcopy.py", "-a", "ciocdemo", out],
+                         cioc_types)
+    assert result.returncode == 0, result.stderr
+    rows = read(out, "SELECT * FROM GBL_Types ORDER BY ID")
+    assert rows == [
+        (1, "6F9619FF-8B86-D011-B42D-00C04FC964FF", "2026-11-03 10:15:30.997", "2026-11-03",
+         1234.5678, 43.653226, 9007199254740993, 0.1, 1, "Été 😀 中文 « Québec »",
+         b"\x00\xff\x00\x10"),
+        (2,) + (None,) * 10,
+    ]
+
+
+@pytest.fixture
+def long_table(cioc_env, tmp_path):
+    """A site whose STP_Member has 25,000 rows (three source pages)."""
+    path = tmp_path / "long.sqlite"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE STP_Member (MemberID INTEGER, LastDate DATETIME)")
+        connection.executemany("INSERT INTO STP_Member VALUES (?, '2026-01-01 00:00:00')",
+                               ((n,) for n in range(1, 25_001)))
+    make_site(tmp_path / "UDLs", "ciocdemo", path)
+    return cioc_env
+
+
+def test_a_copy_that_fails_midway_keeps_the_previous_file_whole(long_table, tmp_path):
+    out = tmp_path / "copy.sqlite"
+    with sqlite3.connect(out) as connection:
+        connection.execute("CREATE TABLE Previous (Night TEXT)")
+        connection.execute("INSERT INTO Previous VALUES ('last night')")
+    before = out.read_bytes()
+    # The condition holds for every row but fails ("integer overflow") on row 20,001: the
+    # pages before it are already written when the one that holds it is read.
+    failing = "abs(-9223372036854775807 + 20000 - MemberID) > 0"
+    assert dbcopy.PAGE < 20_000
+    result = run_command([sys.executable, ROOT / "downloads" / "dbcopy.py", "-a", "ciocdemo", out,
+                          "--where", f"STP_Member={failing}"], long_table)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert_no_traceback(result)
+    assert "integer overflow" in result.stderr
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".tmp", ".sqlite")) == [
+        "copy.sqlite", "long.sqlite"]
+
+
+def test_a_long_copy_by_the_script_holds_every_row(long_table, tmp_path):
+    out = tmp_path / "copy.sqlite"
+    result = run_command([sys.executable, ROOT / "downloads" / "dbcopy.py", "-a", "ciocdemo", out,
+                          "--where", "STP_Member=MemberID % 3 <> 0"], long_table)
+    assert result.returncode == 0, result.stderr
+    assert "1 tables, 16667 rows" in result.stdout
+    assert read(out, "SELECT COUNT(*), SUM(MemberID), MIN(LastDate) FROM STP_Member") == [
+        (16_667, sum(n for n in range(1, 25_001) if n % 3), "2026-01-01 00:00:00.000")]
