@@ -1,6 +1,5 @@
 """The db module through the real ODBC path: a UTF-16 UDL, unixODBC, the SQLite3 driver."""
 
-import dataclasses
 import datetime
 import sqlite3
 
@@ -131,8 +130,7 @@ def test_a_driver_that_is_not_installed_names_the_setting_that_chose_it(sites, t
     init = "Provider=SQLOLEDB.1;Data Source=db.example.org;Initial Catalog=cioc;User ID=u;Password=topsecret"
     (folder / "cron_job_runner.udl").write_bytes(f"[oledb]\r\n{init}\r\n".encode("utf-16"))
     with pytest.raises(db.DatabaseError) as error:
-        db.connect("ciocsql", dataclasses.replace(settings,
-                                                  odbc_driver="ODBC Driver 18 for SQL Server"))
+        db.connect("ciocsql", settings.replace(odbc_driver="ODBC Driver 18 for SQL Server"))
     message = str(error.value)
     assert message.startswith("ciocsql: cannot connect: ODBC driver 'ODBC Driver 18 for SQL Server'"
                               " is not installed (installed: ")

@@ -8,7 +8,6 @@ and the line), which python-dotenv would drop with only a warning. An on/off var
 takes 1/true/yes/on (y, t) or 0/false/no/off (n, f, empty), in any case, and nothing else.
 """
 
-import dataclasses
 import os
 import sys
 import types
@@ -35,36 +34,52 @@ DEFAULT_MAXMIND_URL = "https://download.maxmind.com/geoip/databases"
 SECRET_VARIABLES = ("CIOC_MAIL_PASSWORD", "CIOC_MAil_PASSWORD", "CIOC_MAXMIND_LICENSE_KEY")
 
 
-@dataclasses.dataclass(frozen=True)
 class Settings:
-    tools_path: Path
-    virtualservers_base: Path
-    log_root: Path
-    udl_base: Path
-    state_dir: Path
-    task_notify_email: Optional[str]
-    mail_backend: str
-    mail_host: str
-    mail_port: int
-    mail_username: Optional[str]
-    mail_password: Optional[str] = dataclasses.field(repr=False)
-    mail_use_ssl: bool
-    mail_starttls: bool
-    mail_timeout: float
-    report_repeat_hours: float
-    mail_dir: Path
-    mail_outbox: Path
-    odbc_driver: str
-    ping_url: Optional[str]
-    geoip_dir: Path
-    maxmind_account_id: Optional[str]
-    maxmind_license_key: Optional[str] = dataclasses.field(repr=False)
-    maxmind_url: str
-    offline_tools_secure_domain: str
-    env_file: Optional[Path]
-    #: Every variable as read (environment over .env), for task-specific settings: read
-    #: them with ``setting_text``/``setting_email`` so a bad one is a ConfigError too.
-    values: Mapping[str, str] = dataclasses.field(repr=False, default_factory=dict)
+    """The settings of a run, read once (``load``) and never changed: every field is a
+    keyword argument. A plain class, not a dataclass: ``dataclasses`` imports ``inspect``,
+    a third of the start-up of a task with nothing to do."""
+
+    FIELDS = (
+        "tools_path", "virtualservers_base", "log_root", "udl_base", "state_dir",
+        "task_notify_email", "mail_backend", "mail_host", "mail_port", "mail_username",
+        "mail_password", "mail_use_ssl", "mail_starttls", "mail_timeout",
+        "report_repeat_hours", "mail_dir", "mail_outbox", "odbc_driver", "ping_url",
+        "geoip_dir", "maxmind_account_id", "maxmind_license_key", "maxmind_url",
+        "offline_tools_secure_domain", "env_file",
+        # Every variable as read (environment over .env), for task-specific settings: read
+        # them with ``setting_text``/``setting_email`` so a bad one is a ConfigError too.
+        "values",
+    )
+    #: Left out of ``repr``: secrets, and every variable as read.
+    HIDDEN = ("mail_password", "maxmind_license_key", "values")
+    __slots__ = FIELDS
+
+    def __init__(self, **fields):
+        fields.setdefault("values", types.MappingProxyType({}))
+        missing = [name for name in self.FIELDS if name not in fields]
+        unknown = [name for name in fields if name not in self.FIELDS]
+        if missing or unknown:
+            raise TypeError(f"Settings: missing {missing}, unknown {unknown}")
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"Settings are read-only: {name}")
+
+    def __eq__(self, other):
+        return type(other) is Settings and all(
+            getattr(self, name) == getattr(other, name) for name in self.FIELDS)
+
+    __hash__ = None
+
+    def __repr__(self):
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.FIELDS
+                          if name not in self.HIDDEN)
+        return f"Settings({shown})"
+
+    def replace(self, **changes):
+        """A copy with ``changes`` (for tests and the commands that adjust one setting)."""
+        return Settings(**{**{name: getattr(self, name) for name in self.FIELDS}, **changes})
 
     def secrets(self):
         """Return the secret values set, for masking."""
