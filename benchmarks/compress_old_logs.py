@@ -1,77 +1,130 @@
-"""compress_old_logs on about 200 MB of access logs against ``7z a -tzip`` at the same
-deflate level, single-threaded, in the same run. Target: no slower than 7z.
+"""compress_old_logs as the scheduler runs it, against Info-ZIP's ``zip`` doing the same job.
 
-    python benchmarks/compress_old_logs.py [--megabytes N] [--level N]
+The input is realistic, varied logs (``logdata``): for each of four sites, a month of
+daily access logs (combined format) and the Python error and console logs (CRLF,
+tracebacks), all older than the task's six days, at two scales. The task puts each
+folder's files into ``logs-YYYY-MM.zip`` (deflate level 6, names without folders), checks
+the archive and deletes the files. The baseline does exactly that with one process per run:
+a shell running, in each folder, ``zip -6 -q -j -T -m logs-YYYY-MM.zip FILES`` (``-T`` tests
+the archive with unzip before ``-m`` deletes the files). Before every run the logs are put
+back and the archives removed. Target: ratio >= 1 (the task no slower than zip).
+
+    python benchmarks/compress_old_logs.py [--scales 50,200] [--repeat N]
 """
 
 import argparse
-import logging
+import datetime
 import os
-import random
+import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import harness
+import logdata
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "cron"))
-import compress_old_logs  # noqa: E402
+SCRIPT = ROOT / "cron" / "compress_old_logs.py"
+SITES = logdata.SITE_NAMES
+DAYS = 20
 
 
-def write_logs(folder, megabytes):
-    rng = random.Random(1)
-    pages = ["/", "/volunteer/", "/record/CIO%05d", "/volunteer/record/V%06d", "/styles/main.css"]
-    lines = []
-    for n in range(20_000):
-        page = rng.choice(pages)
-        page = page % rng.randint(1, 99999) if "%" in page else page
-        lines.append(f"10.1.{rng.randint(0, 255)}.{rng.randint(1, 254)} - - [0{n % 9 + 1}/Nov/2026:"
-                     f"{n % 24:02d}:{n % 60:02d}:{n % 59:02d} -0500] \"GET {page} HTTP/1.1\" 200 "
-                     f"{rng.randint(200, 40000)} \"-\" \"Mozilla/5.0 (Windows NT 10.0)\"\n")
-    block = "".join(lines).encode()
-    files = []
-    for day in range(20):
-        path = folder / f"access.log.202610{day + 1:02d}"
-        with open(path, "wb") as handle:
-            for _ in range(max(1, megabytes * (1 << 20) // 20 // len(block))):
-                handle.write(block)
-        old = time.time() - 30 * 86400
-        os.utime(path, (old, old))
-        files.append(path)
-    return files
+def write_logs(root, megabytes):
+    """Write the sites' logs under ``root``, dated 20 to 40 days ago; return the folders."""
+    now = time.time()
+    month_start = datetime.datetime.fromtimestamp(now - 40 * 86400)
+    share = megabytes / len(SITES) / DAYS  # MiB per site and day
+    folders = []
+    for number, site in enumerate(SITES):
+        web, python = root / site, root / site / "python"
+        python.mkdir(parents=True)
+        folders += [web, python]
+        for day in range(DAYS):
+            moment = month_start + datetime.timedelta(days=day)
+            seed = number * 100 + day
+            files = [(web / f"access.log.{moment:%Y%m%d}", "access", 0.7),
+                     (python / f"console.log.{moment:%Y-%m-%d}", "console", 0.1),
+                     (python / f"error.log.{moment:%Y-%m-%d}", "error", 0.2)]
+            for path, kind, part in files:
+                size = max(1, round(share * part * 16)) / 16  # at least 64 KiB
+                if kind == "error":
+                    logdata.write_error_log(path, size, seed=seed, start=moment)
+                else:
+                    logdata.write_text_log(path, size, kind, seed=seed, start=moment)
+                stamp = (moment + datetime.timedelta(hours=23)).timestamp()
+                os.utime(path, (stamp, stamp))
+    return folders
+
+
+def baseline_script(folders, pristine, root):
+    """The shell commands that zip each folder's files (``folders`` under ``pristine``,
+    zipped where they are copied under ``root``) as the task does."""
+    commands = []
+    for folder in folders:
+        months = {}
+        for path in sorted(p for p in folder.iterdir() if p.is_file()):
+            month = datetime.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m")
+            months.setdefault(month, []).append(shlex.quote(path.name))
+        for month, names in months.items():
+            target = root / folder.relative_to(pristine)
+            commands.append(f"cd {shlex.quote(str(target))} && zip -6 -q -j -T -m "
+                            f"logs-{month}.zip {' '.join(names)}")
+    return " && ".join(commands)
+
+
+def archives(root):
+    return sorted(root.rglob("logs-*.zip"))
+
+
+def scale(megabytes, repeat, workdir):
+    with tempfile.TemporaryDirectory(prefix="cioctasks-bench-", dir=workdir) as folder:
+        scratch = Path(folder)
+        pristine, root = scratch / "pristine", scratch / "logs"
+        folders = write_logs(pristine, megabytes)
+        total = sum(p.stat().st_size for p in pristine.rglob("*") if p.is_file())
+        count = sum(1 for p in pristine.rglob("*") if p.is_file())
+
+        def reset():
+            shutil.rmtree(root, ignore_errors=True)
+            shutil.copytree(pristine, root)  # copy2: the modification times stay old
+
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("CIOC_") and k != "PYTHONDONTWRITEBYTECODE"}
+        env.update(CIOC_ENV_FILE=str(scratch / ".env"), CIOC_LOG_ROOT=str(root),
+                   CIOC_STATE_DIR=str(scratch / "state"), CIOC_TOOLS_PATH=str(scratch))
+        (scratch / ".env").write_text("", encoding="utf-8")
+        ours = harness.Command("compress_old_logs", [sys.executable, str(SCRIPT), "-q"], env=env)
+        script = baseline_script(folders, pristine, root)
+        theirs = harness.Command("zip -6 -j -T -m, per folder", ["sh", "-c", script])
+        sizes = {}
+        for command in (theirs, ours):  # once each, to compare what they write
+            reset()
+            command.run()
+            left = [p for p in root.rglob("*") if p.is_file() and p.suffix != ".zip"
+                    and p.parent != root / "cioctasks"]  # the task's own log
+            made = archives(root)
+            if left or not made:
+                raise SystemExit(f"{command.label}: {len(left)} files left, "
+                                 f"{len(made)} archives")
+            sizes[command.label] = sum(p.stat().st_size for p in made)
+        print(f"\n{count} log files in {len(folders)} folders, {total / 1e6:,.1f} MB; archives: "
+              + ", ".join(f"{label} {size / 1e6:,.2f} MB" for label, size in sizes.items()))
+        result = harness.compare(theirs, ours, repeat=repeat, setup=reset,
+                                 title=f"compress_old_logs, {megabytes} MiB of logs")
+        return harness.verdict("compress_old_logs vs zip (zip time / task time)",
+                               result.ratio, 1.0)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--megabytes", type=int, default=200)
-    parser.add_argument("--level", type=int, default=5)
+    parser.add_argument("--scales", default="50,200", help="MiB of logs per case (50,200)")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--workdir", help="where to write the logs (default: the temp folder)")
     args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="cioctasks-bench-"))
-    try:
-        ours, theirs = scratch / "ours", scratch / "theirs"
-        ours.mkdir()
-        files = write_logs(ours, args.megabytes)
-        total = sum(p.stat().st_size for p in files)
-        shutil.copytree(ours, theirs)
-        started = time.perf_counter()
-        result = compress_old_logs.compress(ours, 6, args.level, False, logging.getLogger("b"))
-        our_seconds = time.perf_counter() - started
-        archive = next(ours.glob("logs-*.zip"))
-        started = time.perf_counter()
-        subprocess.run(["7z", "a", "-tzip", f"-mx={args.level}", "-mmt=1", str(theirs / "7z.zip"),
-                        *[str(p) for p in theirs.iterdir()]], check=True, stdout=subprocess.DEVNULL)
-        seven_seconds = time.perf_counter() - started
-        print(f"{len(files)} files, {total / 1e6:.0f} MB of access logs, deflate level {args.level}")
-        print(f"  compress_old_logs (write, read back, check, delete)  {our_seconds:6.2f}s  "
-              f"{archive.stat().st_size / 1e6:6.1f} MB  ({result.files} files)")
-        print(f"  7z a -tzip -mmt=1                                    {seven_seconds:6.2f}s  "
-              f"{(theirs / '7z.zip').stat().st_size / 1e6:6.1f} MB")
-        print(f"  ratio {our_seconds / seven_seconds:.2f} of 7z's time (target <= 1.0)")
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return 0
+    results = [scale(int(size), args.repeat, args.workdir) for size in args.scales.split(",")]
+    return 0 if all(results) else 1
 
 
 if __name__ == "__main__":

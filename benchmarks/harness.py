@@ -19,6 +19,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 
@@ -32,14 +33,18 @@ class Command:
     def run(self):
         """Run once; return (seconds, peak resident memory in MiB). A failure raises with
         the command's stderr."""
+        # Output to a file, not /dev/null: GNU grep stops at the first match when it sees
+        # its output is /dev/null.
+        output = tempfile.TemporaryFile()
         started = time.perf_counter()
         process = subprocess.Popen(self.args, env=self.env, cwd=self.cwd,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                   stdout=output, stderr=subprocess.PIPE)
         stderr = process.stderr.read()
         _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - started
         process.returncode = os.waitstatus_to_exitcode(status)
         process.stderr.close()
+        output.close()
         if process.returncode != 0:
             raise SystemExit(f"{self.label}: exit {process.returncode}: "
                              f"{stderr.decode(errors='replace')[-2000:]}")

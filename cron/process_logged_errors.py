@@ -18,298 +18,13 @@ for the next run. The first run on a site reads only today's and yesterday's fil
 """
 
 import datetime
-import mmap
-import os
 import re
 import sys
 import time
 from pathlib import Path
 
 import cioctasks
-
-HEAD = 256
-MAX_SIGNATURES = 500
-MAX_SAMPLE_LINES = 60
-TAIL_LINES = 20
-EDGE = 4096  # bytes decoded at each end of an entry
-ENTRY = re.compile(rb"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ?([^\r\n]*)")
-ROTATED = re.compile(r"^error\.log(?:\.(\d{4}-\d\d-\d\d))?$")
-BLURS = [
-    (re.compile(r"\{?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\}?"), "<guid>"),
-    (re.compile(r"'[^']*'|\"[^\"]*\""), "<value>"),
-    (re.compile(r"0x[0-9a-fA-F]+"), "<hex>"),
-    (re.compile(r"\d+"), "<n>"),
-]
-FOLDERS = re.compile(r"[\\/]")  # a frame's file name may be a Windows or a POSIX path
-FRAME = re.compile(r'^\s*File "([^"]+)", line \d+, in (\S+)')
-
-
-def blur(message):
-    for pattern, replacement in BLURS:
-        message = pattern.sub(replacement, message)
-    return message[:300]
-
-
-def signature_of(url, tail):
-    """(exception type, blurred message, innermost frame) of an entry from its last lines,
-    and whether the URL stood in for a missing traceback."""
-    exception = next((l for l in reversed(tail) if l and not l[:1].isspace() and l.strip()
-                      and not l.startswith(("Traceback", "During handling", "The above"))), "")
-    kind, _, message = exception.partition(":")
-    by_url = not exception or " " in kind.strip()
-    if by_url:
-        kind, message = "(no traceback)", url
-    frame = next((f for f in map(FRAME.match, (l for l in reversed(tail) if 'File "' in l))
-                  if f), None)
-    where = f"{FOLDERS.split(frame.group(1))[-1]}:{frame.group(2)}" if frame else ""
-    return (kind.strip(), blur(message.strip()), where), by_url
-
-
-class Digest:
-    """Errors grouped by signature, with bounded samples."""
-
-    def __init__(self):
-        self.groups = {}
-        self.entries = 0
-        self._known = {}  # the raw end of an entry -> its signature: a flood decodes once
-
-    def add(self, when, url, lines, tail=None):
-        """Count one entry; ``lines`` are its first lines (or the raw bytes of its start,
-        decoded only when the entry starts a new kind), ``tail`` its last lines (or the
-        raw bytes of its end; default: the same as ``lines``)."""
-        tail = lines if tail is None else tail
-        raw = tail if isinstance(tail, bytes) else None
-        signature = None
-        if raw is not None:
-            signature = self._known.get(raw) or self._known.get((raw, url))
-        if signature is None:
-            if raw is not None:
-                tail = _last_lines(raw)
-            signature, by_url = signature_of(url, tail)
-            if raw is not None and len(self._known) < MAX_SIGNATURES:
-                self._known[(raw, url) if by_url else raw] = signature
-        group = self.groups.get(signature)
-        if group is None:
-            if len(self.groups) >= MAX_SIGNATURES:
-                signature = ("(other errors)", "", "")
-                group = self.groups.get(signature)
-            if group is None:
-                if isinstance(lines, bytes):
-                    lines = _lines(lines)
-                group = self.groups[signature] = {
-                    "count": 0, "first": when, "last": when, "url": url,
-                    "sample": lines[:MAX_SAMPLE_LINES]}
-        group["count"] += 1
-        group["first"] = min(group["first"], when)
-        group["last"] = max(group["last"], when)
-        self.entries += 1
-
-    def text(self, site):
-        lines = [f"{self.entries} new errors in {len(self.groups)} kinds on {site}.", ""]
-        ordered = sorted(self.groups.items(), key=lambda item: -item[1]["count"])
-        for number, ((kind, message, where), group) in enumerate(ordered, 1):
-            lines += [
-                f"{number}. {kind}: {message}",
-                f"   {group['count']} times, first {group['first']}, last {group['last']}",
-                f"   at {where or '(no frame)'}; for example {group['url']}", "",
-                *("      " + line for line in group["sample"]), "",
-            ]
-        return "\n".join(lines) + "\n"
-
-
-def scan(path, start, digest, since=None):
-    """Add the complete entries of ``path`` from byte ``start`` to ``digest``; return the
-    offset the next run starts from: after the last complete line, or, when the file ends
-    in the middle of a line, at the start of the entry still being written.
-
-    The file is memory-mapped and searched in place (Searcher), so a multi-gigabyte log
-    costs no more memory than a small one and is never copied; of each entry only its two
-    ends are read, and an entry whose end was seen before is not decoded again.
-    """
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        if size <= start:
-            return start
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            if hasattr(data, "madvise"):  # read ahead: the file is read once, front to back
-                data.madvise(mmap.MADV_SEQUENTIAL)
-            last_newline = data.rfind(b"\n", start, size)
-            if last_newline < 0:
-                return start
-            limit = last_newline + 1
-            last_year = datetime.datetime.fromtimestamp(os.fstat(handle.fileno()).st_mtime).year
-            searcher = Searcher(data)
-            try:
-                current = _entries(data, searcher, start, limit, digest, since, last_year)
-            finally:
-                searcher.close()
-    if current is None:
-        return limit
-    if limit < size:
-        return current[4]  # its last line is not written yet: read it whole next time
-    _finish(digest, current, since)
-    return limit
-
-
-def _markers(data, start, limit, last_year):
-    """The byte strings that begin every entry line of this part of the file: a newline
-    and the year, for each year from the first entry's to the file's last change. A longer
-    marker is found faster; a file spanning more than a few years falls back to "\\n20"."""
-    first = ENTRY.match(data, start)
-    if first is None:
-        position = data.find(b"\n20", start, limit)
-        while position >= 0 and not ENTRY.match(data, position + 1):
-            position = data.find(b"\n20", position + 1, limit)
-        first = ENTRY.match(data, position + 1) if position >= 0 else None
-    if first is None:
-        return []
-    first_year = int(first.group(1)[:4])
-    if not 0 <= last_year - first_year <= 3:
-        return [b"\n20"]
-    return [b"\n%d-" % year for year in range(first_year, last_year + 1)]
-
-
-def _ctypes_parts():
-    """(memmem, Py_buffer type) where the C library has memmem and Python is CPython, else
-    None. Looked up once, when the first large log is searched (ctypes is not needed for
-    --help)."""
-    try:
-        import ctypes
-
-        memmem = ctypes.CDLL(None).memmem
-        ctypes.pythonapi.PyObject_GetBuffer, ctypes.pythonapi.PyBuffer_Release
-    except (ImportError, OSError, AttributeError, TypeError):  # Windows, not CPython
-        return None
-    memmem.restype = ctypes.c_void_p
-    memmem.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t)
-
-    class PyBuffer(ctypes.Structure):
-        """CPython's Py_buffer (stable ABI): how a read-only mapping's address is borrowed."""
-
-        _fields_ = [("buf", ctypes.c_void_p), ("obj", ctypes.py_object),
-                    ("len", ctypes.c_ssize_t), ("itemsize", ctypes.c_ssize_t),
-                    ("readonly", ctypes.c_int), ("ndim", ctypes.c_int),
-                    ("format", ctypes.c_char_p), ("shape", ctypes.c_void_p),
-                    ("strides", ctypes.c_void_p), ("suboffsets", ctypes.c_void_p),
-                    ("internal", ctypes.c_void_p)]
-
-    return memmem, PyBuffer
-
-
-class Searcher:
-    """``find(needle, start, end)`` over a read-only mapping of a log.
-
-    On a large log it calls the C library's memmem, which measured about three times as
-    fast as mmap.find for the entry markers (its search is vectorised; CPython's is not).
-    The mapping's address is borrowed with PyObject_GetBuffer, which also keeps the
-    mapping from being closed until ``close()``. Elsewhere (no memmem, as on Windows, or
-    not CPython), and for small spans, it is mmap.find. Both give the same answers.
-    """
-
-    parts = None
-    looked_up = False
-
-    def __init__(self, data, minimum=1 << 20):
-        self.data, self.minimum, self._view = data, minimum, None
-        if len(data) < minimum:
-            return
-        if not Searcher.looked_up:
-            Searcher.parts, Searcher.looked_up = _ctypes_parts(), True
-        if Searcher.parts is None:
-            return
-        import ctypes
-
-        self._memmem, buffer_type = Searcher.parts
-        view = buffer_type()
-        if ctypes.pythonapi.PyObject_GetBuffer(ctypes.py_object(data), ctypes.byref(view), 0):
-            return
-        self._view, self._base = view, view.buf
-
-    def find(self, needle, start, end):
-        end = min(end, len(self.data))
-        if self._view is None or end - start < self.minimum:
-            return self.data.find(needle, start, end)
-        if start < 0 or end - start < len(needle):
-            return -1
-        found = self._memmem(self._base + start, end - start, needle, len(needle))
-        return found - self._base if found else -1
-
-    def close(self):
-        """Give the borrowed buffer back: the mapping can be closed after this."""
-        if self._view is not None:
-            import ctypes
-
-            ctypes.pythonapi.PyBuffer_Release(ctypes.byref(self._view))
-            self._view = None
-
-
-def _entries(data, searcher, start, limit, digest, since, last_year):
-    """Count the entries between ``start`` and ``limit`` (both at line starts); return the
-    last one, still open. Entry starts are found with find (fast) and checked with the
-    regular expression; lines before the first entry belong to one already reported."""
-    starts = [start] if ENTRY.match(data, start) else []
-    for marker in _markers(data, start, limit, last_year):
-        position = start
-        while True:
-            position = searcher.find(marker, position, limit)
-            if position < 0:
-                break
-            position += 1
-            if ENTRY.match(data, position):
-                starts.append(position)
-    starts.sort()
-    current = None
-    for index, begin in enumerate(starts):
-        if current:
-            _finish(digest, current, since)
-        finish = starts[index + 1] if index + 1 < len(starts) else limit
-        match = ENTRY.match(data, begin)
-        header_end = data.find(b"\n", begin, finish)
-        when = f"{match.group(1).decode()},{match.group(2).decode()}"
-        url = match.group(3).decode("utf-8", "replace").strip()
-        body = header_end + 1
-        # Only the ends of an entry are kept, however long it is: the first bytes (the
-        # sample) and the last ones (where the exception and the innermost frame are),
-        # decoded only when needed.
-        current = [when, url, data[body:min(finish, body + EDGE)],
-                   data[max(body, finish - EDGE):finish], begin]
-    return current
-
-
-def _lines(data):
-    text = data.decode("utf-8", "replace")
-    return [line for line in text.splitlines() if line.strip()]
-
-
-def _last_lines(data):
-    """The last TAIL_LINES lines of ``data`` that are not blank, decoded: only the bytes
-    after the last few newlines are decoded, unless too many of those lines are blank."""
-    cut = TAIL_LINES + 5
-    first, *rest = data.rsplit(b"\n", cut)
-    lines = _lines(data[len(first) + 1:] if len(rest) == cut else data)
-    if len(lines) < TAIL_LINES and len(rest) == cut:
-        lines = _lines(data)
-    return lines[-TAIL_LINES:]
-
-
-def _finish(digest, entry, since):
-    when, url, head, tail, _ = entry
-    if since is None or when >= since:
-        digest.add(when, url, head, tail)
-
-
-def identity(path):
-    """Return (device:inode, size) of a file."""
-    info = path.stat()
-    return f"{info.st_dev}:{info.st_ino}", info.st_size
-
-
-def head_hash(path, length):
-    """A hash of a file's first ``length`` bytes: the same file, not one reusing its inode."""
-    import hashlib
-
-    with open(path, "rb") as handle:
-        return hashlib.sha256(handle.read(length)).hexdigest()[:16]
+from cioctasks.errorlog import HEAD, ROTATED, Digest, head_hash, identity, scan
 
 
 def log_files(folder):
@@ -353,7 +68,7 @@ def collect(folder, positions, first_run, since=None):
 
 
 def task(context, site):
-    from cioctasks import config, mail
+    from cioctasks import config
 
     settings, args = context.settings, context.args
     folder = Path(settings.log_root) / site / "python"
@@ -373,6 +88,8 @@ def task(context, site):
 
     status = "no mail"
     if digest.entries:
+        from cioctasks import mail  # only with something to send: the idle run stays light
+
         # A rescan is new work: its own Message-ID.
         identity = (context.task, site, stored, positions, since, since and time.time())
         message = mail.Message(
@@ -383,10 +100,10 @@ def task(context, site):
             status = session.send(message, record)
         context.log.info("digest of %d errors %s to %s", digest.entries, status,
                          ", ".join(recipients))
+        for line in context.mailer.problems:  # a queued digest is not delivered
+            context.problem(line)
     elif not context.dry_run:
         record()
-    for line in context.mailer.problems:  # a queued digest is not delivered
-        context.problem(line)
     what = "rescanned" if since else "new"
     summary = f"{digest.entries} {what} errors in {len(digest.groups)} kinds"
     if status == "spooled":

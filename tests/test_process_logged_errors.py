@@ -3,6 +3,8 @@
 import datetime
 import mmap
 import os
+import re
+import subprocess
 import sys
 
 import hypothesis
@@ -11,9 +13,9 @@ import hypothesis.strategies as st
 from conftest import ROOT, assert_no_traceback, mails, run_command
 from smtpserver import SMTPServer, free_port
 
+from cioctasks import errorlog as errors
+
 SCRIPT = ROOT / "cron" / "process_logged_errors.py"
-sys.path.insert(0, str(ROOT / "cron"))
-import process_logged_errors as errors  # noqa: E402
 
 
 def entry(when, url="https://site.cioc.ca/record/1", kind="KeyError", message="'ViewType'",
@@ -159,28 +161,115 @@ def test_the_first_run_skips_older_history(world):
     assert "AncientError" not in digest_bodies(world)[0]
 
 
-@hypothesis.settings(max_examples=200, deadline=None)
-@hypothesis.given(
-    text=st.binary(max_size=300).map(lambda b: b.replace(b"\x00", b"\n")),
-    needle=st.sampled_from([b"\n2026-", b"\n20", b"ab", b"\n"]),
-    start=st.integers(0, 320), end=st.integers(0, 340))
-def test_the_memmem_search_finds_exactly_what_mmap_find_finds(tmp_path_factory, text, needle,
-                                                              start, end):
-    path = tmp_path_factory.mktemp("search") / "log"
-    path.write_bytes(text + needle + text[:17] or b"x")
-    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        searcher = errors.Searcher(data, minimum=1)  # the C library's memmem even on tiny spans
-        try:
-            if sys.platform.startswith("linux"):
-                assert searcher._view is not None, "glibc has memmem: it must be the one used"
-            assert searcher.find(needle, start, end) == data.find(needle, start, end)
-        finally:
-            searcher.close()
+def reference_digest(raw):
+    """The digest of a whole log, entry by entry through Digest.add: what the stepwise,
+    keyed scan must agree with."""
+    text = raw.decode("utf-8", "replace").replace("\r\n", "\n")
+    digest = errors.Digest()
+    entries = re.split(r"^(?=20\d\d-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})", text, flags=re.M)
+    for part in entries:
+        header, _, body = part.partition("\n")
+        match = errors.ENTRY.match(header.encode())
+        if match:
+            lines = [line for line in body.splitlines() if line.strip()]
+            digest.add(match.group(1).decode(), match.group(2).decode().strip(), lines,
+                       lines[-errors.TAIL_LINES:])
+    return digest
+
+
+names = st.sampled_from(["view", "view2", "view3", "a1b", "save"])
+kinds = st.sampled_from(["KeyError", "Error1", "Error2", "pyodbc.Error", "Bad thing"])
+messages = st.sampled_from(["'ViewType{n}'", "id {n} not found", "near 'x{n}' (102)", "",
+                            "{n}"])
+log_entries = st.lists(st.tuples(
+    st.integers(0, 10 ** 6), kinds, messages, names, st.integers(0, 3),
+    st.sampled_from(["", "\ncontinued line {n}", "\n" + "x" * 700, "\n    " + "y" * 900]),
+    st.booleans(), st.sampled_from([b"", b" caf\xe9"])), min_size=1, max_size=25)
+
+
+def write_entries(path, entries, eol):
+    raw = b""
+    for number, kind, message, function, frames, extra, traceback, odd in entries:
+        when = NOW + datetime.timedelta(seconds=number)
+        header = f"{when:%Y-%m-%d %H:%M:%S},{number % 1000:03d} https://site.cioc.ca/r/{number % 7}"
+        body = ""
+        if traceback:
+            body = "Traceback (most recent call last):\n" + "".join(
+                f'  File "D:\\cioc\\web\\m{depth}.py", line {number % 90}, in outer\n    go()\n'
+                for depth in range(frames))
+            body += f'  File "/opt/cioc/web/record.py", line 12, in {function}\n    x = 1\n'
+            body += f"{kind}: {message.format(n=number)}" + extra.format(n=number) + "\n"
+        text = header.encode() + odd + ("\n" + body).encode()
+        raw += text.replace(b"\n", eol.encode())
+    path.write_bytes(raw)
+    return raw
+
+
+@hypothesis.settings(max_examples=150, deadline=None)
+@hypothesis.given(entries=log_entries, eol=st.sampled_from(["\n", "\r\n"]),
+                  step=st.integers(1, 3000), key=st.sampled_from([40, 120, 512]),
+                  split=st.sampled_from([0, 10 ** 9]))
+def test_the_stepwise_keyed_scan_gives_the_digest_entry_by_entry_reading_gives(
+        tmp_path_factory, entries, eol, step, key, split):
+    """Whatever the steps cut (a header, a CRLF), however short the key (frames outside it,
+    digits in the exception type or the function name), read by one process or two, the
+    digest is the same."""
+    path = tmp_path_factory.mktemp("log") / "error.log"
+    raw = write_entries(path, entries, eol)
+    old = errors.STEP, errors.KEY, errors.SPLIT
+    errors.STEP, errors.KEY, errors.SPLIT = step, key, split
+    try:
+        digest = errors.Digest()
+        assert errors.scan(path, 0, digest) == len(raw)
+    finally:
+        errors.STEP, errors.KEY, errors.SPLIT = old
+    assert digest.text("site") == reference_digest(raw).text("site")
+
+
+def test_a_backlog_is_read_by_two_processes_and_a_child_that_fails_costs_nothing(
+        tmp_path, monkeypatch):
+    log = tmp_path / "error.log"
+    entries = [(n * 7, kind, message, name, n % 3, "", n % 5 > 0, b"")
+               for n, (kind, message, name) in enumerate(
+                   [("KeyError", "'ViewType{n}'", "view"), ("Error1", "id {n}", "save"),
+                    ("pyodbc.Error", "near 'x{n}' (102)", "view2")] * 40)]
+    raw = write_entries(log, entries, "\r\n")
+    expected = reference_digest(raw).text("site")
+    monkeypatch.setattr(errors, "SPLIT", 0)
+    forks, fork = [], os.fork
+    monkeypatch.setattr(os, "fork", lambda: forks.append(1) or fork())
+    digest = errors.Digest()
+    assert errors.scan(log, 0, digest) == len(raw)
+    assert forks == [1] and digest.text("site") == expected
+    # A "child" that ends at once, having sent nothing: the parent reads its half.
+    children = []  # kept, so that subprocess does not reap the child itself
+    monkeypatch.setattr(os, "fork", lambda: children.append(subprocess.Popen(["false"]))
+                        or children[-1].pid)
+    digest = errors.Digest()
+    assert errors.scan(log, 0, digest) == len(raw)
+    assert digest.text("site") == expected
+
+
+def test_a_scan_from_an_offset_reads_only_what_follows(tmp_path):
+    """The new part is mapped from a page boundary before it; what is before is not
+    counted again, and the entry a line still being written may belong to waits."""
+    log = tmp_path / "error.log"
+    log.write_text("".join(entry(NOW, kind=f"Old{n}Error") for n in range(60)), encoding="utf-8")
+    size = log.stat().st_size
+    assert size > mmap.ALLOCATIONGRANULARITY and size % mmap.ALLOCATIONGRANULARITY
+    with open(log, "a", encoding="utf-8", newline="") as handle:
+        handle.write(entry(NOW, kind="NewError").replace("\n", "\r\n"))
+        handle.write(entry(NOW, kind="WaitingError").replace("\n", "\r\n"))
+        handle.write(entry(NOW, kind="Later")[:30])
+    digest = errors.Digest()
+    offset = errors.scan(log, size, digest)
+    assert digest.entries == 1 and [s[0] for s in digest.groups] == ["NewError"]
+    assert log.read_bytes()[offset:].startswith(entry(NOW, kind="WaitingError")[:40].encode())
 
 
 def test_a_large_log_is_scanned_with_the_same_result_and_identical_entries_share_one_kind(tmp_path):
-    """Above a megabyte the C library's memmem finds the entries; a flood of one error is
-    one kind, and entries without a traceback are told apart by their URL."""
+    """A flood of one error is one kind, and entries without a traceback are told apart by
+    their URL."""
     filler = "".join(f"    detail line {n}\n" for n in range(300))
     blocks = []
     for n in range(600):
@@ -212,3 +301,12 @@ def test_a_digest_one_of_whose_recipients_is_refused_says_so_and_exits_1(world):
     assert server.envelopes[0][1] == ["dev@example.org"]
     assert (f"mail to gone@example.org refused by 127.0.0.1:{server.port}: 550 5.1.1 no such "
             "mailbox") in result.stdout
+
+
+def test_the_head_hash_stays_the_sha256_earlier_runs_stored(tmp_path):
+    """The read positions of a site survive an upgrade: same file, same hash."""
+    import hashlib
+
+    log = tmp_path / "error.log"
+    log.write_bytes(b"2026-11-22 14:03:11,123 x\r\n" * 20)
+    assert errors.head_hash(log, 256) == hashlib.sha256(log.read_bytes()[:256]).hexdigest()[:16]
