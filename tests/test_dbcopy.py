@@ -305,3 +305,22 @@ def test_a_long_copy_by_the_script_holds_every_row(long_table, tmp_path):
     assert "1 tables, 16667 rows" in result.stdout
     assert read(out, "SELECT COUNT(*), SUM(MemberID), MIN(LastDate) FROM STP_Member") == [
         (16_667, sum(n for n in range(1, 25_001) if n % 3), "2026-01-01 00:00:00.000")]
+
+
+@pytest.mark.parametrize("page", [1, 2, 3086, 6172, 6173, 6174, 50_000])
+def test_pages_at_their_edges_read_every_matching_row_once_in_order(source, page):
+    # 6,173 rows of member 2, every other rowid: pages of exactly all of them, one fewer
+    # (a last page of one row), one more, one row each, and one page for everything.
+    wanted = [row[0] for row in source.query_rows(
+        "SELECT NUM FROM GBL_BaseTable WHERE MemberID = 2 ORDER BY rowid")]
+    batches = list(source.iterate_table("NUM", "GBL_BaseTable", "MemberID = 2", size=1000,
+                                        page=page))
+    assert len(wanted) == 6173
+    assert [row[0] for batch in batches for row in batch] == wanted
+    assert all(0 < len(batch) <= 1000 for batch in batches)
+
+
+@pytest.mark.parametrize("table, condition", [("Empty_Table", None),
+                                              ("GBL_BaseTable", "MemberID = 3")])
+def test_an_empty_table_or_condition_reads_no_batch(source, table, condition):
+    assert list(source.iterate_table("*", table, condition, size=10, page=5)) == []
