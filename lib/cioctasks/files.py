@@ -110,14 +110,20 @@ def atomic_writer(target, mode="wb", encoding=None, newline=None):
     """Yield a file open on a temporary file beside ``target``; on success it replaces
     ``target`` atomically, on error it is removed and ``target`` is untouched."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = create_temporary(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = create_temporary(target)
+    except OSError as error:  # named for the target, not for the temporary file
+        raise OSError(error.errno, error.strerror or str(error), str(target)) from None
     try:
         with os.fdopen(fd, mode, encoding=encoding, newline=newline) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temporary, target)
+        try:
+            os.replace(temporary, target)
+        except OSError as error:  # a folder in the way: name it, not the temporary file
+            raise OSError(error.errno, error.strerror or str(error), str(target)) from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
