@@ -4,7 +4,8 @@ Every benchmark compares a command the scheduler would run with a baseline comma
 produces the same output. ``compare`` runs the two in turns (baseline, project, baseline,
 project, ...; the order flips every round so neither always runs on a warm cache), and
 prints the minimum, median and maximum wall time of each, the peak memory of each process
-(its maximum resident set, from ``wait4``), and the ratio baseline / project of the
+(its maximum resident set, from ``wait4``; it cannot be lower than this launcher's own,
+which is printed as the floor), and the ratio baseline / project of the
 medians: above 1 the project is faster, below 1 it is slower.
 
     from harness import Command, compare
@@ -16,6 +17,7 @@ medians: above 1 the project is faster, below 1 it is slower.
 
 import dataclasses
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -102,6 +104,10 @@ def compare(baseline, project, repeat=5, setup=None, title=None, out=sys.stdout)
     print(result.baseline.line(), file=out)
     print(result.project.line(), file=out)
     print(f"{'ratio (baseline / project, medians)':38} {result.ratio:8.2f}", file=out)
+    # A child's peak counts the pages it shared with this process before it ran its program
+    # (Linux records them at exec): a figure near this floor means "small", not its size.
+    floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{'(peak MiB floor: this launcher)':38} {floor:8.1f}", file=out)
     out.flush()
     return result
 
