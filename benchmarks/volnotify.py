@@ -1,137 +1,158 @@
-"""Volunteer notification at sample scale ``large``: 100,000 profiles, 5,000 positions.
+"""volnotify end to end against writing its mail files alone, at two scales.
 
-1. Matching: volnotify's indexed matcher against a plain nested loop over the same rules
-   (``matching.matches`` for every pair), same run. The nested loop runs on a slice of the
-   profiles and is scaled up (it is linear in them); both must agree on that slice.
-   Target: at least 20x faster.
-2. Messages rendered and delivered per second to a local SMTP server (aiosmtpd).
+What the scheduler runs, ``volnotify/volnotify.py`` on a sample world with the ``file``
+backend (every message an ``.eml`` file in ``CIOC_MAIL_DIR``), is timed as a whole process
+against a baseline process that writes the same files, the same bytes, with the same
+durability: each into a temporary file beside it, fsynced, renamed into place, and the
+folder fsynced at the end (volnotify fsyncs it once per batch). The baseline reads the
+messages one at a time from one file, so its memory stays flat too. Before each run the
+world is put back as it was built (its database, no run state, no mail), so every run of
+either command does the same work. Runs are paired and interleaved (``harness.compare``).
 
-    python benchmarks/volnotify.py [--profiles N] [--opportunities N] [--slice N] [--messages N]
+Target (issue 13): volnotify within 2x of the baseline's time on the large world, that is
+a ratio baseline / volnotify of at least 0.5, with peak memory flat in the number of
+profiles (the figures of both scales side by side).
+
+    python benchmarks/volnotify.py [--scales medium large] [--repeat 3] [--dir DIR]
+
+``--dir`` keeps the built worlds there for the next run (building ``large`` takes ~20 s).
 """
 
 import argparse
-import random
+import os
+import shutil
+import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from harness import Command, compare, verdict
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "volnotify"))
-sys.path.insert(0, str(ROOT / "tests"))
+SCRIPT = ROOT / "volnotify" / "volnotify.py"
+TARGET = 0.5  # baseline / volnotify: volnotify takes at most twice the baseline's time
 
-import matching  # noqa: E402
-import volnotify  # noqa: E402
+#: The baseline: write each message of a stream (length line, bytes) as its own file.
+WRITE_FILES = r"""
+import os, sys
+source, folder = sys.argv[1], sys.argv[2]
+os.makedirs(folder, exist_ok=True)
+with open(source, "rb") as stream:
+    while True:
+        head = stream.readline()
+        if not head:
+            break
+        name, length = head.split()
+        data = stream.read(int(length))
+        target = os.path.join(folder, name.decode())
+        temporary = os.path.join(folder, "." + name.decode() + ".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+        os.close(fd)
+        os.replace(temporary, target)
+fd = os.open(folder, os.O_RDONLY)
+os.fsync(fd)
+os.close(fd)
+"""
 
 
-def flags(rng, none_chance):
-    """All 21 SCH_* bit columns, as the procedure returns them; none set by ``none_chance``."""
-    chosen = () if rng.random() < none_chance else rng.sample(matching.FLAGS, rng.randint(1, 5))
-    return {f: f in chosen for f in matching.FLAGS}
+def build(folder, scale):
+    """Build a one-site sample world at ``scale`` in ``folder`` unless one is there."""
+    if (folder / ".cioctasks-sample-world").exists():
+        return
+    subprocess.run([sys.executable, "-m", "cioctasks.sampledb", "create", str(folder),
+                    "--scale", scale, "--sites", "1", "--force"], check=True,
+                   stdout=subprocess.DEVNULL)
 
 
-def make_opportunities(rng, count, communities=300, interests=80):
-    result = []
-    for n in range(count):
-        roll = rng.random()
-        row = {"VNUM": f"V{n:06}", "MemberID": 1, "AccessURL": None,
-               "COMMUNITIES": ",".join(map(str, rng.sample(range(1, communities), rng.randint(2, 6)))),
-               "INTERESTS": ",".join(map(str, rng.sample(range(1, interests), rng.randint(1, 3)))),
-               "MIN_AGE": None if rng.random() < 0.5 else rng.choice((12, 14, 16, 18)),
-               "MAX_AGE": None if rng.random() < 0.7 else rng.choice((17, 17.5, 25, 65)),
-               # sp_VOL_Profile_Notify's FOR XML columns as procs.decode_xml gives them
-               "OP_NAME": [{"POSITION_TITLE": f"Position {n}", "Culture": "en-CA",
-                            "NEWLY_CREATED": str(int(roll < 0.6)),
-                            "CHANGED": str(int(roll >= 0.5))}],
-               "ORG_NAME": [{"ORG_LEVEL_1": f"Organization {n % 500}", "Culture": "en-CA"}],
-               "ViewInfo": [{"AccessURL": "bench.cioc.ca", "Culture": "en-CA"},
-                            {"ViewType": "12", "AccessURL": "bench.cioc.ca", "Culture": "fr-CA"}]}
-        row.update(flags(rng, 0.3))
-        result.append(matching.Opportunity(row))
+class World:
+    """A built world and a pristine copy of what a run changes."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.pristine = folder.parent / (folder.name + ".pristine")
+        if not self.pristine.exists():
+            shutil.copytree(folder / "databases", self.pristine)
+        self.env = dict(os.environ, CIOC_ENV_FILE=str(folder / ".env"), PYTHONUTF8="1")
+        self.mail = folder / "mail"
+
+    def reset(self):
+        """The world as it was built: its databases, no run state, no mail."""
+        for name in ("mail", "state"):
+            shutil.rmtree(self.folder / name, ignore_errors=True)
+        (self.folder / "mail").mkdir()
+        for database in self.pristine.iterdir():
+            shutil.copyfile(database, self.folder / "databases" / database.name)
+
+    def mails(self):
+        return sorted(p for p in self.mail.iterdir() if p.suffix == ".eml")
+
+
+def stream_of(world, target):
+    """Write the mail of one volnotify run as the baseline's input; return (files, bytes)."""
+    world.reset()
+    subprocess.run([sys.executable, str(SCRIPT)], env=world.env, check=True,
+                   stdout=subprocess.DEVNULL, cwd=world.folder)
+    count = size = 0
+    with open(target, "wb") as stream:
+        for path in world.mails():
+            data = path.read_bytes()
+            stream.write(b"%s %d\n" % (path.name.encode(), len(data)))
+            stream.write(data)
+            count, size = count + 1, size + len(data)
+    return count, size
+
+
+def measure(folder, scale, repeat):
+    build(folder, scale)
+    world = World(folder)
+    stream = folder.parent / f"{folder.name}.mail-stream"
+    count, size = stream_of(world, stream)
+    baseline = Command("write the files (fsync each)",
+                       [sys.executable, "-c", WRITE_FILES, str(stream), str(world.mail)])
+    project = Command("volnotify.py (file backend)", [sys.executable, str(SCRIPT)],
+                      env=world.env, cwd=str(world.folder))
+    # Both write the same files: checked once, before timing.
+    world.reset()
+    baseline.run()
+    written = world.mails()
+    assert len(written) == count and sum(p.stat().st_size for p in written) == size
+    del written  # the peak memory of a child counts its parent's at fork (harness, wait4)
+    title = (f"\n{scale}: {count:,} messages, {size / 2**20:.1f} MiB of mail "
+             f"({size // max(count, 1):,} bytes each on average)")
+    result = compare(baseline, project, repeat=repeat, setup=world.reset, title=title)
+    stream.unlink()
     return result
-
-
-def make_profiles(rng, count, communities=300, interests=80):
-    """Profiles as sp_VOL_Profile_Notify returns them (no NotifyNew column), each with the
-    NotifyNew volnotify reads from VOL_Profile."""
-    result = []
-    for n in range(count):
-        row = {"MemberID": 1, "ProfileID": f"{{{n:08X}-0000-4000-8000-000000000000}}",
-               "FirstName": "Zoé", "LastName": "Roy",
-               "Email": f"volunteer{n}@example.org", "Culture": rng.choice(("en-CA", "fr-CA")),
-               "UnsubscribeToken": "0f8fad5b-d9cb-469f-a165-70867728950e",
-               "COMMUNITIES": ",".join(map(str, rng.sample(range(1, communities), rng.randint(1, 3)))),
-               "INTERESTS": "" if rng.random() < 0.3 else
-               ",".join(map(str, rng.sample(range(1, interests), rng.randint(1, 3)))),
-               "AGE": None if rng.random() < 0.2 else rng.uniform(13, 80),
-               "NotifyUpdated": rng.random() < 0.5}
-        row.update(flags(rng, 0.4))
-        result.append(matching.Profile(row, notify_new=rng.random() < 0.8))
-    return result
-
-
-def nested_loop(profiles, opportunities):
-    found = {}
-    for p_index, profile in enumerate(profiles):
-        for o_index, opportunity in enumerate(opportunities):
-            if matching.matches(profile, opportunity):
-                found.setdefault(p_index, []).append(o_index)
-    return found
-
-
-def deliver(profiles, opportunities, found, count):
-    from smtpserver import SMTPServer
-
-    from cioctasks import config, mail
-
-    renderer = volnotify.Renderer()
-    settings_row = {"BaseURL": "bench.cioc.ca", "DefaultEmailVOLProfile": "vol@bench.example",
-                    "DefaultEmailNameVOL": "Centre d'action bénévole"}
-    chosen = list(found.items())[:count]
-    with tempfile.TemporaryDirectory() as folder, SMTPServer() as server:
-        settings = config.from_mapping({"CIOC_TOOLS_PATH": folder, "CIOC_MAIL_PORT": str(server.port)})
-        started = time.perf_counter()
-        with mail.Mailer(settings).session() as session:
-            for p_index, o_indexes in chosen:
-                message = volnotify.build_message(renderer, settings_row, profiles[p_index],
-                                                  [opportunities[i] for i in o_indexes])
-                session.send(message)
-        server.wait_for(len(chosen), timeout=60)
-        return len(chosen), time.perf_counter() - started
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profiles", type=int, default=100_000)
-    parser.add_argument("--opportunities", type=int, default=5_000)
-    parser.add_argument("--slice", type=int, default=2_000, help="profiles the nested loop runs on")
-    parser.add_argument("--messages", type=int, default=2_000)
+    parser.add_argument("--scales", nargs="+", default=["medium", "large"],
+                        choices=["small", "medium", "large"])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--dir", type=Path, help="keep the built worlds here")
     args = parser.parse_args()
-    rng = random.Random(1)
-    opportunities = make_opportunities(rng, args.opportunities)
-    profiles = make_profiles(rng, args.profiles)
-
-    started = time.perf_counter()
-    found = matching.match_all(profiles, opportunities)
-    indexed = time.perf_counter() - started
-    pairs = sum(len(v) for v in found.values())
-
-    part = profiles[:args.slice]
-    started = time.perf_counter()
-    expected = nested_loop(part, opportunities)
-    loop = (time.perf_counter() - started) * len(profiles) / len(part)
-    sliced = {k: sorted(v) for k, v in matching.match_all(part, opportunities).items()}
-    assert sliced == expected, "the indexed matcher and the rules disagree"
-
-    print(f"matching {len(profiles):,} profiles x {len(opportunities):,} positions "
-          f"({pairs:,} matches, {len(found):,} volunteers)")
-    print(f"  indexed matcher        {indexed:8.2f}s")
-    print(f"  nested loop (scaled)   {loop:8.2f}s  (measured on {len(part):,} profiles)")
-    print(f"  speed-up {loop / indexed:.1f}x (target >= 20x)")
-    sent, seconds = deliver(profiles, opportunities, found, args.messages)
-    print(f"delivery: {sent:,} messages rendered and sent over one SMTP connection in "
-          f"{seconds:.2f}s = {sent / seconds:,.0f} messages/s")
-    return 0
+    keep = args.dir
+    temporary = None if keep else tempfile.TemporaryDirectory(prefix="bench-volnotify-")
+    base = keep or Path(temporary.name)
+    base.mkdir(parents=True, exist_ok=True)
+    results = {}
+    try:
+        for scale in args.scales:
+            results[scale] = measure(base / f"world-{scale}", scale, args.repeat)
+    finally:
+        if temporary:
+            temporary.cleanup()
+    print()
+    met = True
+    for scale, result in results.items():
+        met &= verdict(f"{scale}: baseline / volnotify", result.ratio, TARGET)
+    peaks = {scale: max(r.project.memory) for scale, r in results.items()}
+    print("volnotify peak memory: " + ", ".join(f"{s} {m:.1f} MiB" for s, m in peaks.items()))
+    return 0 if met else 1
 
 
 if __name__ == "__main__":

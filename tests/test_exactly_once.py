@@ -1,7 +1,8 @@
 """Killed runs and unusable mail: no message is built twice, none vanishes, none hides.
 
 Each mailing script is killed (SIGKILL, or os._exit) right after the server accepted one of
-its messages and before the script could record it, then run again. What must hold: every
+its messages and before the script could record it, or (volnotify) after storing a batch
+and before recording it, then run again. What must hold: every
 piece of work went out under one Message-ID; a message the server may have taken is sent
 again as it was stored (same bytes, same Message-ID), never rebuilt under a new one.
 """
@@ -124,6 +125,42 @@ def test_volnotify_with_the_file_backend_killed_after_writing_a_message_writes_e
     written = mails(world)
     recipients = collections.Counter(m["To"] for m in written)
     assert len(written) > 3 and max(recipients.values()) == 1, recipients
+    assert journal(world) == [] and spooled(world) == []
+
+
+KILL_BEFORE_RECORDING = """
+import os, runpy, sys
+from cioctasks import state
+script = sys.argv[1]
+def set_many(self, task, values, delete=()):
+    if values:
+        os._exit(137)  # killed: the batch is in its journal, its records are not written
+state.State.set_many = set_many
+sys.argv = [script, *sys.argv[2:]]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("backend", ["file", "smtp"])
+def test_volnotify_killed_after_storing_a_batch_before_recording_it_sends_each_once(world,
+                                                                                   backend):
+    command = [VOLNOTIFY, "-a", "ciocdemo", "--member", "1"]
+    with SMTPServer() as server:
+        env = world.env if backend == "file" else smtp_env(world, server)
+        planned = run_command([sys.executable, *command, "--dry-run"], env)
+        (count,) = [int(w) for w in planned.stdout.split("would mail ")[1].split()[:1]]
+        killed = run_command([sys.executable, "-c", KILL_BEFORE_RECORDING, *command], env)
+        assert killed.returncode == 137
+        assert len(journal(world)) == 1 and len(mails(world)) == 0
+        assert server.messages == []
+        rerun = run_command([sys.executable, *command], env)
+        assert rerun.returncode == 0, rerun.stderr
+        assert_no_traceback(rerun)
+        if backend == "smtp":
+            server.wait_for(count)
+        recipients = ([m["To"] for m in mails(world)] if backend == "file"
+                      else [r for _, rs in server.envelopes for r in rs])
+    assert len(recipients) == len(set(recipients)) == count > 0
     assert journal(world) == [] and spooled(world) == []
 
 

@@ -705,3 +705,157 @@ def test_a_full_outbox_while_the_server_is_down_names_the_folder(tmp_path):
     with pytest.raises(mail.StoreError, match=r"^cannot write mail into .*blocked.outbox: "):
         with mail.Mailer(settings).session() as session:
             session.send(message())
+
+
+# -- the bytes: the email package's, built fast ----------------------------------------------
+
+HOSTILE = "aé Zz0<>@.:/?&%=+-_~!#$*,;'\"()[]\\\t«»—ç=?\u200b𝄞"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_bytes_are_those_the_email_package_writes_for_any_header_text(seed):
+    import random
+
+    rng = random.Random(seed)
+
+    def text(longest):
+        return "".join(rng.choice(HOSTILE) for _ in range(rng.randint(0, longest)))
+
+    compared = 0
+    for n in range(300):
+        try:
+            sent = message(
+                to=[f"v{n}.{i}@example.org" for i in range(rng.randint(1, 6))],
+                subject=text(150), sender_name=text(60).replace("\t", " ") or None,
+                text=text(500) + "\n\r\nline  \n" + "x" * rng.randint(0, 200),
+                html=None if n % 3 == 0 else text(400),
+                reply_to="office@cioc.example" if n % 2 else None,
+                headers={"X-Note": text(120),
+                         "List-Unsubscribe":
+                         f"<https://cioc.example/u?t={'a' * rng.randint(0, 300)}>"},
+                identity=("test", seed, n))
+        except mail.HeaderError:
+            continue
+        assert sent.as_bytes() == sent.as_email().as_bytes()
+        compared += 1
+    assert compared > 200
+
+
+def test_a_long_unsubscribe_link_stays_one_line_a_mail_program_can_use():
+    link = ("<https://ciocdemo.cioc.ca/volunteer/profile/unsubscribe.asp?email=eloise.lefebvre"
+            "%40example.org&token=%7BF579E15B-EBF7-495A-B6FE-068C375EE0C0%7D>")
+    data = message(headers={"List-Unsubscribe": link}).as_bytes()
+    assert b"\r\nList-Unsubscribe: " + link.encode() + b"\r\n" in data
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
+    assert parsed["List-Unsubscribe"] == link
+    with pytest.raises(mail.HeaderError):
+        message(headers={"List-Unsubscribe": "<https://cioc.example/" + "a" * 1000 + ">"})
+
+
+# -- batches: stored with their records, recorded, then handed over --------------------------
+
+def state_of(tmp_path):
+    from cioctasks import state
+
+    return state.State(tmp_path / "tools" / "state")
+
+
+def batch_of(count):
+    return [(message(to=f"v{n}@example.org", identity=("volnotify", n)), {f"key-{n}": [n]})
+            for n in range(count)]
+
+
+def test_a_batch_is_stored_with_its_records_before_those_are_written_and_any_is_sent(tmp_path):
+    keeper = state_of(tmp_path)
+    seen = []
+    real_set_many = keeper.set_many
+
+    def set_many(task, values, delete=()):
+        [stored] = [journal.read_batch(p) for p in journal_files(tmp_path)]
+        seen.append((len(server.messages), stored[:2], len(stored[2])))
+        real_set_many(task, values, delete)
+
+    keeper.set_many = set_many
+    with SMTPServer() as server:
+        mailer = mail.Mailer(settings_for(tmp_path, server))
+        with mailer.session() as session:
+            results = session.send_batch(batch_of(3), keeper, "volnotify")
+        server.wait_for(3)
+    assert [status for _, status in results] == ["sent"] * 3
+    records = {"key-0": [0], "key-1": [1], "key-2": [2]}
+    assert seen == [(0, ("volnotify", records), 3)]
+    assert keeper.items("volnotify", "key-") == records
+    assert list((tmp_path / "outbox" / "sending").iterdir()) == []
+    assert mailer.sent == 3
+
+
+def dead_batch(tmp_path, items, settled=(), names=None):
+    """Leave a batch journal as a run killed while handing it over would."""
+    dead = journal.Journal(outbox.Outbox(tmp_path / "outbox"))
+    records = {k: v for _, record in items for k, v in record.items()}
+    dead.store_batch(journal.pack_batch("volnotify", records, [
+        (outbox.pack(m.as_bytes(), m.sender.addr_spec, m.recipients), (names or {}).get(n))
+        for n, (m, _) in enumerate(items)]))
+    for index in settled:
+        dead.mark(index)
+    dead.close()
+
+
+def test_a_batch_a_killed_run_left_is_recorded_and_only_its_unsettled_messages_are_sent(tmp_path):
+    items = batch_of(4)
+    dead_batch(tmp_path, items, settled=(0, 1))
+    with SMTPServer() as server:
+        report = mail.Mailer(settings_for(tmp_path, server)).flush_outbox()
+        server.wait_for(2)
+    assert report == outbox.Report(2, 0, 0)
+    assert server.raw == [m.as_bytes() for m, _ in items[2:]]
+    assert state_of(tmp_path).items("volnotify", "key-") == {f"key-{n}": [n] for n in range(4)}
+    assert list((tmp_path / "outbox" / "sending").iterdir()) == []
+
+
+def test_a_file_batch_a_killed_run_left_writes_only_the_files_that_are_missing(tmp_path):
+    settings = settings_for(tmp_path, CIOC_MAIL_BACKEND="file")
+    items = batch_of(3)
+    names = {n: f"20260101-000000-{n}-x.eml" for n in range(3)}
+    (tmp_path / "mail").mkdir()
+    (tmp_path / "mail" / names[0]).write_bytes(items[0][0].as_bytes())  # written before the kill
+    dead_batch(tmp_path, items, names=names)
+    with mail.Mailer(settings).session():
+        pass
+    written = sorted((tmp_path / "mail").iterdir())
+    assert [p.name for p in written] == [names[0], names[1], names[2]]
+    assert [p.read_bytes() for p in written] == [m.as_bytes() for m, _ in items]
+    assert state_of(tmp_path).items("volnotify", "key-") == {f"key-{n}": [n] for n in range(3)}
+
+
+def test_a_batch_whose_records_cannot_be_written_sends_nothing_and_keeps_nothing(tmp_path):
+    keeper = state_of(tmp_path)
+
+    def set_many(task, values, delete=()):
+        raise RuntimeError("state database is locked")
+
+    keeper.set_many = set_many
+    with SMTPServer() as server:
+        mailer = mail.Mailer(settings_for(tmp_path, server))
+        with pytest.raises(RuntimeError), mailer.session() as session:
+            session.send_batch(batch_of(2), keeper, "volnotify")
+    assert server.messages == [] and server.connections == 0
+    assert journal_files(tmp_path) == [] and outbox_files(tmp_path) == []
+
+
+def test_a_file_batch_that_cannot_be_written_fails_in_one_line_and_waits_in_its_journal(tmp_path):
+    (tmp_path / "blocked").write_text("a file where the mail folder should be")
+    blocked = settings_for(tmp_path, CIOC_MAIL_BACKEND="file", CIOC_MAIL_DIR=tmp_path / "blocked")
+    keeper = state_of(tmp_path)
+    items = batch_of(3)
+    with pytest.raises(mail.StoreError) as error:
+        with mail.Mailer(blocked).session() as session:
+            session.send_batch(items, keeper, "volnotify")
+    assert str(error.value).startswith(f"cannot write mail into {tmp_path / 'blocked'}: ")
+    assert keeper.items("volnotify", "key-") == {f"key-{n}": [n] for n in range(3)}
+    assert len(journal_files(tmp_path)) == 1  # recorded, so kept until it is written
+    with mail.Mailer(settings_for(tmp_path, CIOC_MAIL_BACKEND="file")).session():
+        pass
+    written = sorted((tmp_path / "mail").iterdir())
+    assert sorted(p.read_bytes() for p in written) == sorted(m.as_bytes() for m, _ in items)
+    assert journal_files(tmp_path) == []

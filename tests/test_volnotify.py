@@ -417,20 +417,20 @@ def test_a_crash_half_way_through_a_batch_then_a_rerun_sends_only_the_rest(world
     with SMTPServer() as server:
         monkeypatch.setenv("CIOC_MAIL_BACKEND", "smtp")
         monkeypatch.setenv("CIOC_MAIL_PORT", str(server.port))
-        real_send = mail.Session.send
+        real_send = mail.Session._send_smtp
         sent = []
 
-        def send_then_crash(self, message, record=None):
+        def send_then_crash(self, message):
             if len(sent) == 5:
                 raise KeyboardInterrupt("power cut")
             sent.append(message)
-            return real_send(self, message, record)
+            return real_send(self, message)
 
-        monkeypatch.setattr(mail.Session, "send", send_then_crash)
+        monkeypatch.setattr(mail.Session, "_send_smtp", send_then_crash)
         with pytest.raises(KeyboardInterrupt):
             cioctasks.run(volnotify.task, volnotify.add_arguments, per_database=True,
                           name="volnotify", argv=["-a", "ciocdemo", "-q", "--member", "1"])
-        monkeypatch.setattr(mail.Session, "send", real_send)
+        monkeypatch.setattr(mail.Session, "_send_smtp", real_send)
         server.wait_for(5)
         with sqlite3.connect(world.database("ciocdemo")) as connection:
             (date,) = connection.execute(
@@ -441,3 +441,23 @@ def test_a_crash_half_way_through_a_batch_then_a_rerun_sends_only_the_rest(world
         assert rerun.returncode == 0, rerun.stderr
     recipients = [r for _, rs in server.envelopes for r in rs]
     assert len(recipients) == len(set(recipients)) > 5
+
+
+@pytest.mark.parametrize("culture", ["en_CA", "fr_CA"])
+def test_the_templates_render_as_jinja_renders_them_hostile_text_escaped_in_html(culture):
+    renderer = volnotify.Renderer()
+    positions = [{"title": "Aide <script>alert(1)</script> & \"co\"", "organization": "",
+                  "url": "https://cioc.example/volunteer/record/V1?a=1&b=2", "new": True},
+                 {"title": "Bénévole", "organization": "Centre d'action — Laval",
+                  "url": "https://cioc.example/volunteer/record/V2", "new": False}]
+    text, html = renderer.render(culture, "Zoé <b>", positions, "https://cioc.example/u?t=1&e=2")
+    environment = renderer.environment
+    values = {"first_name": "Zoé <b>", "count": 2, "unsubscribe_url": "https://cioc.example/u?t=1&e=2"}
+    links = [environment.get_template(f"linktmpl_{culture}.txt").render(**p) for p in positions]
+    html_links = [renderer.markup(environment.get_template(f"linktmpl_{culture}.html").render(**p))
+                  for p in positions]
+    assert text == environment.get_template(f"emailtmpl_{culture}.txt").render(links=links, **values)
+    assert html == environment.get_template(f"emailtmpl_{culture}.html").render(links=html_links,
+                                                                                **values)
+    assert "&lt;script&gt;" in html and "<script>" not in html and "Zoé &lt;b&gt;" in html
+    assert "<script>" in text  # plain text is not HTML

@@ -1,6 +1,12 @@
 """The write-ahead journal of mail in flight (see ``outbox``): one file per mail session in
 ``<outbox>/sending/``, holding the message being handed over, fsynced before any byte of it
 reaches the server, under an OS lock the kernel drops when the process dies.
+
+A journal holds either one message (``Journal.store``) or a batch (``store_batch``): many
+messages together with the task's records that say their work is done, written and fsynced
+as one piece, so that a run killed at any point leaves both or neither. While a batch is
+handed over, ``mark`` notes each message settled (accepted, spooled or failed) after it, so
+that recovery hands over again only the one that was in flight.
 """
 
 import contextlib
@@ -43,7 +49,7 @@ def lock_nowait(path, create=False):
 JOURNAL = b"X-Cioctasks-Journal:"
 
 
-def _sync_folder(folder):
+def sync_folder(folder):
     if os.name == "nt":
         return  # a folder cannot be fsynced on Windows; NTFS journals its entries
     fd = os.open(folder, os.O_RDONLY)
@@ -53,16 +59,59 @@ def _sync_folder(folder):
         os.close(fd)
 
 
-def read_journal(path):
-    """Given a journal file, return the message it holds (envelope in front), or None if
-    it is empty or its write was cut short."""
-    head, _, data = path.read_bytes().partition(b"\r\n")
+#: The first line of a batch journal, as JOURNAL's; ``done N`` lines follow the batch.
+BATCH = b"X-Cioctasks-Batch:"
+
+
+def _whole(head, data, tag):
+    """``data`` (with whatever follows it) if ``head`` says it was written whole, else None."""
     try:
-        length, digest = head[len(JOURNAL):].split()
-        whole = head.startswith(JOURNAL) and len(data) == int(length)
+        length, digest = head[len(tag):].split()
+        length = int(length)
     except ValueError:
         return None
-    return data if whole and hashlib.sha256(data).hexdigest().encode() == digest else None
+    if not head.startswith(tag) or len(data) < length:
+        return None
+    return data if hashlib.sha256(data[:length]).hexdigest().encode() == digest else None
+
+
+def _framed(tag, data):
+    return b"%s %d %s\r\n%s" % (tag, len(data), hashlib.sha256(data).hexdigest().encode(), data)
+
+
+def read_journal(path):
+    """Given a journal file of one message, return the message it holds (envelope in front),
+    or None if it is empty, its write was cut short, or it holds a batch."""
+    head, _, data = path.read_bytes().partition(b"\r\n")
+    data = _whole(head, data, JOURNAL)
+    return data if data is not None and len(data) == int(head.split()[1]) else None
+
+
+def read_batch(path):
+    """Given a journal file, return (task, records, [(stored message, file name)], indexes
+    of the messages settled) if it holds a batch written whole, else None."""
+    import json
+
+    head, _, data = path.read_bytes().partition(b"\r\n")
+    data = _whole(head, data, BATCH)
+    if data is None:
+        return None
+    length = int(head.split()[1])
+    batch = json.loads(data[:length])
+    settled = {int(line[5:]) for line in data[length:].split(b"\r\n")
+               if line.startswith(b"done ") and line[5:].isdigit()}
+    messages = [(entry["stored"].encode("latin-1"), entry["file"]) for entry in batch["messages"]]
+    return batch["task"], batch["records"], messages, settled
+
+
+def pack_batch(task, records, messages):
+    """The bytes of a batch: ``records`` ({key: value} of ``task``) and ``messages``
+    [(stored message, file name or None)]."""
+    import json
+
+    return json.dumps({"task": task, "records": records,
+                       "messages": [{"stored": stored.decode("latin-1"), "file": name}
+                                    for stored, name in messages]}).encode("ascii")
 
 
 class Journal:
@@ -92,7 +141,7 @@ class Journal:
                                | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOINHERIT", 0),
                                0o600)
             self.path = path
-            _sync_folder(sending)
+            sync_folder(sending)
         except OSError as error:
             if self._fd is None and self._lock is not None:
                 self._lock.close()
@@ -104,10 +153,26 @@ class Journal:
     def store(self, data):
         """Keep ``data`` (a message with its envelope in front), fsynced, before it is sent.
         Raise StoreError naming the outbox if it cannot be written."""
+        self._write(_framed(JOURNAL, data))
+
+    def store_batch(self, data):
+        """Keep a batch (``pack_batch``), fsynced, before its records are written and any of
+        its messages is sent. Raise StoreError naming the outbox if it cannot be written."""
+        self._write(_framed(BATCH, data))
+
+    def mark(self, index):
+        """Note that message ``index`` of the batch is settled. Not fsynced: a process that
+        is killed keeps what it wrote; after a power cut a settled message may go again
+        (the same bytes)."""
+        try:
+            os.lseek(self._fd, 0, os.SEEK_END)
+            os.write(self._fd, b"\r\ndone %d" % index)
+        except OSError as error:
+            raise store_error(error, self.outbox.folder) from None
+
+    def _write(self, blob):
         if self._fd is None:
             self._open()
-        blob = b"%s %d %s\r\n%s" % (JOURNAL, len(data),
-                                     hashlib.sha256(data).hexdigest().encode(), data)
         try:
             os.lseek(self._fd, 0, os.SEEK_SET)
             view = memoryview(blob)

@@ -19,22 +19,35 @@ note that this work is done), and only then hands it over. A run killed after th
 followed by a run that sends the stored message (same bytes, same Message-ID) and finds
 the work recorded, so it never builds the message again. A message with a ``record`` that
 cannot be stored is not sent: ``StoreError``, one line naming the folder.
+``Session.send_batch(items, state, task)`` does the same for many messages at once: the
+messages and their records (data, not a function, so that a later run can write them) are
+stored as one journal entry, then recorded in one transaction, then handed over; a run
+killed at any point leaves the next one to record the batch and send what was not settled.
+
+``Message.as_bytes`` gives the bytes the ``email`` package gives (``as_email``, policy
+SMTP), built faster: what many messages share is folded once (see ``_header_line``).
 
 The SMTP protocol itself (connect, TLS, AUTH, one transaction) lives in ``smtp``; a
 private CA is trusted through the standard ``SSL_CERT_FILE`` variable.
 """
 
 import contextlib
+import contextvars
 import datetime
 import email.headerregistry
 import email.message
 import email.policy
+import email.quoprimime
 import email.utils
+import functools
 import hashlib
 import itertools
 import logging
+import os
 import re
 import smtplib
+import sqlite3
+import threading
 
 from cioctasks import addresses, files, journal, outbox, smtp, udl
 from cioctasks.addresses import HeaderError, clean as _clean
@@ -123,6 +136,9 @@ class Message:
                 date = value
             elif key.lower() in _OWN_HEADERS:
                 raise HeaderError(f"header {key} is set from the Message arguments")
+            elif key.lower() in _URL_HEADERS and (len(key) + 2 + len(value) > 998
+                                                  or not value.isascii()):
+                raise HeaderError(f"header {key} is not one line of ASCII: {value[:80]!r}")
             else:
                 self.headers[key] = value
         if message_id is None and identity is not None:
@@ -141,27 +157,145 @@ class Message:
         return list(dict.fromkeys(item.addr_spec for item in self.to))
 
     def as_email(self):
-        """Return the message as an email.message.EmailMessage (SMTP policy, CRLF)."""
+        """Return the message as an email.message.EmailMessage (SMTP policy, CRLF), built
+        header by header by the email package: the reference ``as_bytes`` is checked
+        against (tests), and what it gives back byte for byte."""
         message = email.message.EmailMessage(policy=email.policy.SMTP)
-        message["From"] = self.sender
-        message["To"] = self.to
-        if self.reply_to:
-            message["Reply-To"] = self.reply_to
-        message["Subject"] = self.subject
-        message["Date"] = self.date
-        message["Message-ID"] = self.message_id
-        for name, value in self.headers.items():
+        for name, value in self._header_values():
             message[name] = value
         message.set_content(self.text, cte="quoted-printable")
         if self.html is not None:
             message.add_alternative(self.html, subtype="html", cte="quoted-printable")
+            for part in message.get_payload():  # the message's, not the parts'
+                del part["MIME-Version"]
+            message.set_boundary(self.boundary)
         return message
 
+    def _header_values(self):
+        """The headers in order, as (name, value) for the email package."""
+        yield "From", self.sender
+        yield "To", self.to
+        if self.reply_to:
+            yield "Reply-To", self.reply_to
+        yield "Subject", self.subject
+        yield "Date", self.date
+        yield "Message-ID", self.message_id
+        for name, value in self.headers.items():
+            yield name, _OneLine(name, value) if name.lower() in _URL_HEADERS else value
+
+    @property
+    def boundary(self):
+        """The MIME boundary: from the Message-ID, so the bytes are the same every time, and
+        with ``=_``, which quoted-printable parts can never hold."""
+        digest = hashlib.sha256(self.message_id.encode("utf-8")).hexdigest()[:24]
+        return f"=_{digest}"
+
     def as_bytes(self):
-        """Return the RFC 5322 bytes; the same bytes every time (the MIME boundary too)."""
+        """Return the RFC 5322 bytes; the same bytes every time (the MIME boundary too).
+
+        The same bytes as ``as_email().as_bytes()``, built faster: headers shared by many
+        messages (From, Subject) are folded by the email package once, plain short ASCII
+        values are written as the email package would write them, anything else is folded
+        by it; the bodies are encoded by its quoted-printable encoder."""
         if self._bytes is None:
-            self._bytes = self.as_email().as_bytes()
+            lines = [_folded("From", (self.sender.display_name, self.sender.username,
+                                      self.sender.domain)),
+                     _to_line(self.to)]
+            if self.reply_to:
+                lines.append(_folded("Reply-To", (self.reply_to.display_name,
+                                                  self.reply_to.username, self.reply_to.domain)))
+            lines.append(_folded("Subject", self.subject))
+            lines.append(_header_line("Date", self.date))
+            lines.append(_header_line("Message-ID", self.message_id))
+            for name, value in self.headers.items():
+                lines.append(_header_line(name, value, name.lower() in _URL_HEADERS))
+            if self.html is None:  # the email package's order of these three headers
+                head, body = _text_part(self.text, "plain", split=True)
+                lines += [head, b"MIME-Version: 1.0\r\n\r\n", body]
+            else:
+                boundary = self.boundary.encode("ascii")
+                lines += [b"MIME-Version: 1.0\r\n",
+                          b'Content-Type: multipart/alternative; boundary="', boundary,
+                          b'"\r\n\r\n--', boundary, b"\r\n", _text_part(self.text, "plain"),
+                          b"\r\n--", boundary, b"\r\n", _text_part(self.html, "html"),
+                          b"\r\n--", boundary, b"--\r\n"]
+            self._bytes = b"".join(lines)
         return self._bytes
+
+
+# -- building the bytes fast, the email package's way -------------------------------------
+
+#: Headers whose value is ``<URL>``: written on one line (up to 998 characters), as RFC 2369
+#: shows them; folded by the SMTP policy a long URL becomes encoded words, which mail
+#: programs do not decode in these headers, so the unsubscribe link would not work.
+_URL_HEADERS = frozenset(("list-unsubscribe", "list-unsubscribe-post", "list-help",
+                          "list-subscribe", "list-post", "list-owner", "list-archive"))
+_ONE_LINE = email.policy.SMTP.clone(max_line_length=998)
+#: A value the SMTP policy writes as it is when the line fits: printable ASCII words with
+#: single spaces, and nothing the email package would read as an encoded word.
+_PLAIN = re.compile(r"[!-~]+(?: [!-~]+)*\Z")
+
+
+class _OneLine(str):
+    """A header the email package writes with the one-line policy (see _URL_HEADERS)."""
+
+    def __new__(cls, name, value):
+        header = super().__new__(cls, value)
+        header.name = name
+        return header
+
+    def fold(self, *, policy):
+        return _ONE_LINE.fold(self.name, str(self))
+
+
+def _fold(name, value, policy=email.policy.SMTP):
+    name, header = policy.header_store_parse(name, value)
+    return policy.fold_binary(name, header)
+
+
+def _header_line(name, value, one_line=False):
+    limit = 998 if one_line else 78
+    if len(name) + 2 + len(value) <= limit and _PLAIN.match(value) and "=?" not in value:
+        return f"{name}: {value}\r\n".encode("ascii")
+    if one_line:  # ASCII of at most 998 characters: checked by Message
+        return _fold(name, value, _ONE_LINE)
+    return _fold(name, value)
+
+
+@functools.lru_cache(maxsize=256)
+def _folded(name, value):
+    """A header shared by many messages, folded by the email package once. ``value``: the
+    text, or an address as (display name, user name, domain)."""
+    if isinstance(value, tuple):
+        display_name, username, domain = value
+        value = email.headerregistry.Address(display_name=display_name, username=username,
+                                             domain=domain)
+    return _fold(name, value)
+
+
+def _to_line(recipients):
+    text = ", ".join(item.addr_spec for item in recipients)
+    if len(text) + 4 <= 78 and not any(item.display_name for item in recipients):
+        return f"To: {text}\r\n".encode("ascii")  # checked plain addresses, as is
+    return _fold("To", recipients)
+
+
+_PART_HEAD = {subtype: (f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
+                        "Content-Transfer-Encoding: quoted-printable\r\n").encode("ascii")
+              for subtype in ("plain", "html")}
+
+
+def _text_part(text, subtype, split=False):
+    """A text part's headers and body in quoted-printable, as the email package's
+    ``set_content(text, cte="quoted-printable")`` writes them (SMTP policy); with
+    ``split``, (headers, body) without the blank line between them."""
+    lines = text.encode("utf-8").splitlines()
+    body = (b"\n".join(lines) + b"\n").decode("latin-1")
+    encoded = email.quoprimime.body_encode(body, email.policy.SMTP.max_line_length)
+    encoded = encoded.replace("\n", "\r\n").encode("ascii")
+    if split:
+        return _PART_HEAD[subtype], encoded
+    return b"".join((_PART_HEAD[subtype], b"\r\n", encoded))
 
 
 # -- the mailer -------------------------------------------------------------------------
@@ -187,6 +321,7 @@ class Mailer:
         self.sent = self.queued = self.would_send = 0
         self.queued_why = None
         self._recovered = False
+        self._recovering = threading.Lock()  # no session starts before recovery is done
 
     @property
     def problems(self):
@@ -260,15 +395,17 @@ class Mailer:
     def session(self):
         """Yield a Session: one SMTP connection for a batch, opened on its first send and
         closed (QUIT) at the end of the block."""
-        if not self._recovered and not self.dry_run:
-            self._recovered = True
-            try:
-                self.recover()
-            except StoreError as error:  # it stays in its journal: nothing is lost
-                self.note(logging.WARNING, "%s; mail of a killed run waits", error)
+        with self._recovering:
+            if not self._recovered and not self.dry_run:
+                self._recovered = True
+                try:
+                    self.recover()
+                except StoreError as error:  # it stays in its journal: nothing is lost
+                    self.note(logging.WARNING, "%s; mail of a killed run waits", error)
         session = Session(self)
         try:
             yield session
+            session.finish()
         finally:
             session.close()
 
@@ -290,6 +427,10 @@ class Mailer:
                           remaining)
             return outbox.Report(0, remaining, 0)
         if self.settings.mail_backend != "smtp":
+            with self._recovering:
+                if not self._recovered:
+                    self._recovered = True
+                    self.recover()
             return outbox.Report(0, self.outbox.count(), 0)
         return self.outbox.flush(self)
 
@@ -300,34 +441,92 @@ class Mailer:
         backend = self.settings.mail_backend
         if backend not in ("smtp", "file"):
             return
-        recovered = self.outbox.recover(self._write_stored if backend == "file" else None)
+        recovered = self.outbox.recover(self._write_stored if backend == "file" else None,
+                                        self.replay)
         if recovered:
             self.note(logging.WARNING, "%d messages of a run killed while sending them are "
                       "delivered as they were stored", recovered)
+
+    def replay(self, task, records):
+        """Record the work of a batch that a killed run left in its journal (see
+        ``journal``), in the run state. Raise StoreError if the state cannot be written."""
+        from cioctasks import state
+
+        try:
+            keeper = state.State(self.settings.state_dir)
+            try:
+                keeper.set_many(task, records)
+            finally:
+                keeper.close()
+        except (TaskError, OSError, sqlite3.Error) as error:
+            raise StoreError(f"cannot record mail of a killed run in "
+                             f"{self.settings.state_dir}: {error}") from None
 
     def write_file(self, message):
         """Write a message into ``CIOC_MAIL_DIR`` (the ``file`` backend); return its path.
         Raise StoreError naming the folder if it cannot be written."""
         return self._write(message.message_id, message.as_bytes())
 
-    def _write(self, message_id, data):
+    def file_name(self, message_id):
+        """A new name in ``CIOC_MAIL_DIR`` for a message: when, and a hash of its Message-ID."""
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         short_id = hashlib.sha256(message_id.encode("utf-8")).hexdigest()[:10]
-        path = self.settings.mail_dir / f"{stamp}-{next(_file_counter)}-{short_id}.eml"
+        return f"{stamp}-{next(_file_counter)}-{short_id}.eml"
+
+    def _write(self, message_id, data, name=None):
+        path = self.settings.mail_dir / (name or self.file_name(message_id))
         try:
             files.atomic_write(path, data)
         except OSError as error:
             raise journal.store_error(error, self.settings.mail_dir) from None
         return path
 
-    def _write_stored(self, stored):
+    def _write_stored(self, stored, name=None):
         """Write a message recovered from a journal into ``CIOC_MAIL_DIR``, unless it is
-        there already (the run was killed after writing it)."""
+        there already (the run was killed after writing it): as ``name`` when the journal
+        named it, else found by the hash of its Message-ID."""
         data = outbox.unpack(stored)[2]
         message_id = outbox.message_id_of(data)
+        if name is not None:
+            if not (self.settings.mail_dir / name).exists():
+                self._write(message_id, data, name)
+            return
         short_id = hashlib.sha256(message_id.encode("utf-8")).hexdigest()[:10]
         if not any(self.settings.mail_dir.glob(f"*-{short_id}.eml")):
             self._write(message_id, data)
+
+
+#: A new file's flags: a plain file the web server or a pickup service may read, as
+#: ``open`` makes one (mode 0666 less the umask).
+_NEW_FILE = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+             | getattr(os, "O_NOINHERIT", 0))
+
+
+def _write_whole(folder, name, data):
+    """Write ``data`` as ``folder/name`` (strings): into a temporary file beside it named as
+    ``files.TEMPORARY`` says, fsynced, then renamed, so the file is never seen half
+    written. The folder must exist and is not fsynced: the caller does that once for many
+    files. Plain ``os`` calls: this runs once per message, in a thread beside the builder."""
+    target = os.path.join(folder, name)
+    temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(temporary, _NEW_FILE, 0o666)
+    except FileExistsError:  # left by a killed run that had this pid
+        fd, temporary = files.create_temporary(target)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    return target
 
 
 class Session:
@@ -338,6 +537,16 @@ class Session:
         self.client = None
         self.used = False  # the connection carried a transaction: it may have gone idle
         self.journal = journal.Journal(mailer.outbox)
+        self._writer = None  # the thread writing the last batch's files (``file``)
+
+    def finish(self):
+        """Wait until every message handed to the session is settled; raise StoreError if
+        the files of the last batch could not be written (they wait in the journal)."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.join()
+            if writer.error is not None:
+                raise writer.error
 
     def _client(self):
         if self.client is None and self.mailer.down is None:
@@ -355,6 +564,7 @@ class Session:
         run. Raise Refused if the server refuses it for good (it is kept in outbox/failed),
         StoreError if it cannot be stored.
         """
+        self.finish()
         mailer = self.mailer
         recipients = ", ".join(message.recipients)
         if mailer.dry_run:
@@ -390,12 +600,97 @@ class Session:
                         recipients, path)
             status = "sent"
         else:
-            status = self._send_smtp(message)
+            try:
+                status = self._send_smtp(message)
+            except Refused:
+                self.journal.clear()  # kept in outbox/failed
+                raise
         if stored:
             self.journal.clear()  # settled: sent, spooled or failed
         if status == "sent":
             mailer.sent += 1
         return status
+
+    def send_batch(self, items, state, task):
+        """Send many messages whose work is recorded together; return [(message, status)],
+        a status being ``sent``, ``spooled``, ``dry-run`` or the ``Refused`` error of a
+        message the server refused for good (the others still go).
+
+        ``items``: [(message, records)], ``records`` being {key: value} of ``task`` that say
+        the message's work is done. The messages and all the records are stored, fsynced,
+        in one journal entry, then the records are written into ``state`` (a
+        ``state.State``) in one transaction, then the messages are handed over (``file``:
+        each written and fsynced, their folder fsynced once). The cost of durability is
+        paid once per batch instead of once per message; a run killed at any point leaves
+        the batch in its journal, and the next run records it and sends only what was not
+        settled (``file``: what is not in ``CIOC_MAIL_DIR``). Raise StoreError if the batch
+        cannot be stored or recorded: then nothing of it is sent.
+
+        ``file``: the files are written by a thread while the caller builds the next batch
+        (the fsyncs wait for the disk, not for the processor); the next batch, ``finish``
+        and the end of the session wait for it, and raise StoreError if it failed.
+        """
+        self.finish()
+        mailer = self.mailer
+        if mailer.dry_run:
+            return [(message, self.send(message)) for message, _ in items]
+        records = {}
+        for _, record in items:
+            records.update(record)
+        backend = mailer.settings.mail_backend
+        names = [mailer.file_name(message.message_id) if backend == "file" else None
+                 for message, _ in items]
+        if backend != "memory":
+            self.journal.store_batch(journal.pack_batch(task, records, [
+                (outbox.pack(message.as_bytes(), message.sender.addr_spec, message.recipients),
+                 name) for (message, _), name in zip(items, names)]))
+        try:
+            state.set_many(task, records)
+        except BaseException as error:
+            self.journal.clear()
+            if isinstance(error, sqlite3.Error):  # a full disk, a damaged file
+                raise StoreError(f"cannot record mail in {state.path}: {error}") from None
+            raise
+        if backend == "memory":
+            MEMORY_OUTBOX.extend(message for message, _ in items)
+            mailer.sent += len(items)
+            return [(message, "sent") for message, _ in items]
+        if backend == "file":
+            self._writer = _Writer(self._write_batch, items, names)
+            self._writer.start()
+            return [(message, "sent") for message, _ in items]
+        results = []
+        for index, (message, _) in enumerate(items):
+            try:
+                status = self._send_smtp(message)
+            except Refused as error:
+                status = error
+            self.journal.mark(index)
+            mailer.sent += status == "sent"
+            results.append((message, status))
+        self.journal.clear()
+        return results
+
+    def _write_batch(self, items, names):
+        mailer = self.mailer
+        # One line per message only with -v: tens of thousands of them would rotate the
+        # task's log away in one run.
+        each = mailer.log is not None and mailer.log.isEnabledFor(logging.DEBUG)
+        folder = str(mailer.settings.mail_dir)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            for (message, _), name in zip(items, names):
+                path = _write_whole(folder, name, message.as_bytes())
+                if each:
+                    mailer.note(logging.DEBUG, "mail %s to %s written to %s",
+                                message.message_id, ", ".join(message.recipients), path)
+            journal.sync_folder(folder)
+        except OSError as error:
+            raise journal.store_error(error, mailer.settings.mail_dir) from None
+        mailer.sent += len(items)
+        mailer.note(logging.INFO, "%d messages written to %s", len(items),
+                    mailer.settings.mail_dir)
+        self.journal.clear()
 
     def _spool(self, message, recipients, why):
         mailer = self.mailer
@@ -446,7 +741,6 @@ class Session:
             self._drop()
             return self._spool(message, waiting, mailer.down)
         mailer.outbox.fail(message.as_bytes(), sender, recipients, message.message_id)
-        self.journal.clear()
         line = mailer.mask(f"mail to {', '.join(recipients)} refused by {where}: "
                            f"{delivery.reply}")
         mailer.note(logging.ERROR, "%s (kept in %s)", line, mailer.outbox.failed_folder)
@@ -461,9 +755,29 @@ class Session:
         """QUIT and close the connection, if one was opened. A message whose send was cut
         short (it may have arrived) stays in the journal, to be sent again as it is."""
         try:
+            if self._writer is not None:  # left by an error: what it did not write waits
+                self._writer.join()
+                self._writer = None
             if self.client is not None:
                 with contextlib.suppress(OSError):
                     self.client.quit()
                 self._drop()
         finally:
             self.journal.close()
+
+
+class _Writer(threading.Thread):
+    """Runs ``work(*args)`` in a thread with the caller's context (the log's database name);
+    keeps the error it raised in ``error``."""
+
+    def __init__(self, work, *args):
+        super().__init__(name="mail-writer", daemon=True)
+        self._context = contextvars.copy_context()
+        self._work, self._args = work, args
+        self.error = None
+
+    def run(self):
+        try:
+            self._context.run(self._work, *self._args)
+        except BaseException as error:  # raised again by Session.finish in the caller
+            self.error = error

@@ -14,7 +14,10 @@ only after that, and the journal is emptied once the message is settled (accepte
 or failed). A process killed in between leaves its journal behind and its lock free:
 ``recover`` (run by every flush and by the first session of a run) spools such a message,
 and it is sent as it was stored, with the same bytes and Message-ID. So a crash can make
-the server receive a message twice, never two different messages for the same work.
+the server receive a message twice, never two different messages for the same work. A
+journal may hold a batch instead (``journal.Journal.store_batch``): its records are written
+into the run state first (``replay``), then its messages not marked settled are spooled
+(or, with the ``file`` backend, written into ``CIOC_MAIL_DIR`` unless already there).
 
 ``flush`` sends the spooled files over one connection, oldest first, and deletes each only
 after the server accepted it; a permanent refusal moves the file to ``failed/``, a
@@ -148,9 +151,10 @@ class Outbox:
             raise journal.store_error(error, self.folder) from None
         return path
 
-    def keep(self, stored):
+    def keep(self, stored, mail_file=None):
         """Spool a message recovered from a journal (envelope in front), unless the outbox
-        holds it already (spooled just before the kill); return its path or None."""
+        holds it already (spooled just before the kill); return its path or None.
+        ``mail_file`` (where the ``file`` backend meant to write it) is not used here."""
         name = file_name(message_id_of(unpack(stored)[2]))
         if (self.folder / name).exists():
             return None
@@ -160,10 +164,14 @@ class Outbox:
             raise journal.store_error(error, self.folder) from None
         return self.folder / name
 
-    def recover(self, deliver=None):
+    def recover(self, deliver=None, replay=None):
         """Give the messages that runs killed while sending them left in their journals to
-        ``deliver(stored)`` (default: ``keep``); return how many. A journal whose write was
-        cut short holds nothing sent; a live session's journal is left alone."""
+        ``deliver(stored, file name)`` (default: ``keep``); return how many. A journal whose
+        write was cut short holds nothing sent; a live session's journal is left alone.
+
+        A batch's records go first to ``replay(task, records)`` (its work is then recorded
+        as done, whether or not the killed run got that far), then each message of it not
+        settled is delivered. Without ``replay`` a batch is left for a mailer's recovery."""
         recovered = 0
         stale = time.time() - 24 * 3600
         try:
@@ -188,9 +196,14 @@ class Outbox:
             try:
                 try:
                     stored = journal.read_journal(path)
+                    batch = None if stored is not None else journal.read_batch(path)
                 except FileNotFoundError:
                     continue  # another process recovered it just now
-                if stored is not None:
+                if batch is not None:
+                    if replay is None:
+                        continue
+                    recovered += self._recover_batch(batch, deliver or self.keep, replay)
+                elif stored is not None:
                     (deliver or self.keep)(stored)
                     recovered += 1
                 path.unlink()
@@ -200,6 +213,15 @@ class Outbox:
                     with contextlib.suppress(OSError):
                         lock_path.unlink()
         return recovered
+
+    @staticmethod
+    def _recover_batch(batch, deliver, replay):
+        task, records, messages, settled = batch
+        replay(task, records)
+        for index, (stored, name) in enumerate(messages):
+            if index not in settled:
+                deliver(stored, name)
+        return len(messages) - len(settled)
 
     def fail(self, data, sender, recipients, message_id=None):
         """Keep a message refused for good in ``failed/`` (and not in the outbox); return
@@ -236,7 +258,7 @@ class Outbox:
                 portalocker.unlock(handle)
 
     def _flush_locked(self, mailer):
-        recovered = self.recover()
+        recovered = self.recover(replay=mailer.replay)
         if recovered:
             mailer.note(logging.WARNING, "outbox: %d messages of a run that died while "
                         "sending them are sent again as they were stored", recovered)

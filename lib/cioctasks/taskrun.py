@@ -359,7 +359,7 @@ def _run_body(job, args, settings, log, console, watchdog):
                 return configuration_failure(error)
             if not databases:
                 problems.append(f"no databases under {settings.udl_base}")
-        if not (command or args.dry_run) and settings.mail_backend == "smtp":
+        if not (command or args.dry_run):
             _flush_outbox(context, problems)
         if job.prepare is not None:
             try:
