@@ -97,7 +97,7 @@ def test_history_days_is_read_from_the_settings_and_checked():
     with pytest.raises(ConfigError, match=r"CIOC_HISTORY_DAYS: not a whole number of days: '3\.5'"):
         days("3.5")
     with pytest.raises(ConfigError,
-                       match="CIOC_HISTORY_DAYS: number of days out of range 1-3650: 0"):
+                       match="CIOC_HISTORY_DAYS: whole number of days out of range 1-3650: 0"):
         days("0")
 
 

@@ -354,6 +354,12 @@ def setting_seconds(settings, name, default, low, high):
     return _number(settings.values, name, default, float, low, high, "number of seconds")
 
 
+def setting_days(settings, name, default, low, high):
+    """Return a task-specific whole number of days from ``low`` to ``high``, or
+    ``default``; ConfigError naming the variable if bad."""
+    return _number(settings.values, name, default, int, low, high, "whole number of days")
+
+
 def setting_emails(settings, name):
     """Return a comma-separated list of addresses from a variable; ConfigError if bad."""
     text = _text(settings.values, name)

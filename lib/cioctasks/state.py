@@ -99,17 +99,8 @@ def history_days(settings):
     (a whole number of days, 1 to 3650), else 90. Raise ConfigError naming it if bad."""
     from cioctasks import config
 
-    text = config.setting_text(settings, "CIOC_HISTORY_DAYS")
-    if text is None:
-        return DEFAULT_HISTORY_DAYS
-    try:
-        days = int(text)
-    except ValueError:
-        raise ConfigError(f"CIOC_HISTORY_DAYS: not a whole number of days: {text!r}") from None
-    low, high = HISTORY_DAYS_RANGE
-    if not low <= days <= high:
-        raise ConfigError(f"CIOC_HISTORY_DAYS: number of days out of range {low}-{high}: {text}")
-    return days
+    return config.setting_days(settings, "CIOC_HISTORY_DAYS", DEFAULT_HISTORY_DAYS,
+                               *HISTORY_DAYS_RANGE)
 
 
 def _gone(run):
