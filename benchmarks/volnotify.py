@@ -11,7 +11,7 @@ either command does the same work. Runs are paired and interleaved (``harness.co
 
 Target (issue 13): volnotify within 2x of the baseline's time on the large world, that is
 a ratio baseline / volnotify of at least 0.5, with peak memory flat in the number of
-profiles (the figures of both scales side by side).
+profiles: the large world's peak within FLAT_MIB of the medium world's.
 
     python benchmarks/volnotify.py [--scales medium large] [--repeat 3] [--dir DIR]
 
@@ -31,6 +31,9 @@ from harness import Command, compare, verdict
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "volnotify" / "volnotify.py"
 TARGET = 0.5  # baseline / volnotify: volnotify takes at most twice the baseline's time
+#: Memory flat in the number of profiles: the large world (10x the profiles of medium)
+#: peaks within this much of medium's.
+FLAT_MIB = 25
 
 #: The baseline: write each message of a stream (length line, bytes) as its own file.
 WRITE_FILES = r"""
@@ -152,6 +155,12 @@ def main():
         met &= verdict(f"{scale}: baseline / volnotify", result.ratio, TARGET)
     peaks = {scale: max(r.project.memory) for scale, r in results.items()}
     print("volnotify peak memory: " + ", ".join(f"{s} {m:.1f} MiB" for s, m in peaks.items()))
+    if len(peaks) > 1:
+        smallest, largest = peaks[args.scales[0]], max(peaks.values())
+        flat = largest - smallest <= FLAT_MIB
+        print(f"memory flat in the number of profiles (the largest peak within {FLAT_MIB} MiB "
+              f"of the smallest scale's): {'met' if flat else 'NOT MET'}")
+        met &= flat
     return 0 if met else 1
 
 

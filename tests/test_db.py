@@ -138,12 +138,12 @@ def test_a_driver_that_is_not_installed_names_the_setting_that_chose_it(sites, t
     assert "topsecret" not in message
 
 
-def test_named_placeholders_become_question_marks_in_order():
+def test_named_placeholders_become_question_marks_in_order_and_numbers_are_written_in():
     sql, values = db._placeholders(
-        "SELECT :MemberID, ':literal', :Date, :MemberID", {"MemberID": 3, "Date": "d"}
-    )
-    assert sql == "SELECT ?, ':literal', ?, ?"
-    assert values == [3, "d", 3]
+        "SELECT :MemberID, ':literal', :Date, :Name, :MemberID, :On",
+        {"MemberID": 3, "Date": "d", "Name": "1; DROP TABLE x", "On": True})
+    assert sql == "SELECT 3, ':literal', ?, ?, 3, 1"
+    assert values == ["d", "1; DROP TABLE x"]
 
 
 def test_the_backend_follows_the_driver():

@@ -219,6 +219,10 @@ def test_ages_and_lists_come_as_the_procedure_types_them():
     assert matching.matches(profile(communities="12", interests=None, age=Decimal("17.92")),
                             position)
     assert not matching.matches(profile(communities="12", age=Decimal("18.00")), position)
+    # The sample's driver gives a computed decimal as text when it steps through rows.
+    for age, fits in (("17.92", True), ("18.00", False)):
+        row = {**profile_row(communities="12"), "AGE": age}
+        assert matching.matches(matching.Profile(row, True), position) is fits
     assert not matching.matches(profile(communities=None), position)
     assert opportunity(communities=None, interests=None).interests == frozenset()
 
@@ -408,30 +412,36 @@ def test_a_bad_address_fails_that_message_only(world):
     assert server.connections == 2  # one per member
 
 
-def test_a_crash_half_way_through_a_batch_then_a_rerun_sends_only_the_rest(world, monkeypatch):
+def crash_after(server, count, monkeypatch):
+    """Run volnotify for member 1 in this process, mailing through ``server``, and cut the
+    power (KeyboardInterrupt) once ``count`` messages have gone."""
     import cioctasks
 
+    monkeypatch.setenv("CIOC_MAIL_BACKEND", "smtp")
+    monkeypatch.setenv("CIOC_MAIL_PORT", str(server.port))
+    real_send = mail.Session._send_smtp
+    sent = []
+
+    def send_then_crash(self, message):
+        if len(sent) == count:
+            raise KeyboardInterrupt("power cut")
+        sent.append(message)
+        return real_send(self, message)
+
+    monkeypatch.setattr(mail.Session, "_send_smtp", send_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        cioctasks.run(volnotify.task, volnotify.add_arguments, per_database=True,
+                      name="volnotify", argv=["-a", "ciocdemo", "-q", "--member", "1"])
+    monkeypatch.setattr(mail.Session, "_send_smtp", real_send)
+    server.wait_for(count)
+
+
+def test_a_crash_half_way_through_a_batch_then_a_rerun_sends_only_the_rest(world, monkeypatch):
     with sqlite3.connect(world.database("ciocdemo")) as connection:
         (before,) = connection.execute(
             "SELECT LastVolProfileEmailDate FROM STP_Member WHERE MemberID = 1").fetchone()
     with SMTPServer() as server:
-        monkeypatch.setenv("CIOC_MAIL_BACKEND", "smtp")
-        monkeypatch.setenv("CIOC_MAIL_PORT", str(server.port))
-        real_send = mail.Session._send_smtp
-        sent = []
-
-        def send_then_crash(self, message):
-            if len(sent) == 5:
-                raise KeyboardInterrupt("power cut")
-            sent.append(message)
-            return real_send(self, message)
-
-        monkeypatch.setattr(mail.Session, "_send_smtp", send_then_crash)
-        with pytest.raises(KeyboardInterrupt):
-            cioctasks.run(volnotify.task, volnotify.add_arguments, per_database=True,
-                          name="volnotify", argv=["-a", "ciocdemo", "-q", "--member", "1"])
-        monkeypatch.setattr(mail.Session, "_send_smtp", real_send)
-        server.wait_for(5)
+        crash_after(server, 5, monkeypatch)
         with sqlite3.connect(world.database("ciocdemo")) as connection:
             (date,) = connection.execute(
                 "SELECT LastVolProfileEmailDate FROM STP_Member WHERE MemberID = 1").fetchone()
@@ -461,3 +471,23 @@ def test_the_templates_render_as_jinja_renders_them_hostile_text_escaped_in_html
                                                                                 **values)
     assert "&lt;script&gt;" in html and "<script>" not in html and "Zoé &lt;b&gt;" in html
     assert "<script>" in text  # plain text is not HTML
+
+
+def test_profiles_read_a_few_at_a_time_then_a_crash_and_a_rerun_mail_each_volunteer_once(
+        world, monkeypatch):
+    """Profiles arrive, are matched and kept aside a few at a time (PROFILES_AT_ONCE) and
+    messages go in batches (BATCH): a crash several batches in, and a rerun, mail exactly
+    the volunteers a dry run said, each once."""
+    dry = run_command([sys.executable, SCRIPT, "-a", "ciocdemo", "--member", "1", "-n"], world.env)
+    expected = int(re.search(r"would mail (\d+) volunteers", dry.stdout).group(1))
+    assert expected > 12
+    monkeypatch.setattr(volnotify, "PROFILES_AT_ONCE", 3)
+    monkeypatch.setattr(volnotify, "BATCH", 4)
+    with SMTPServer() as server:
+        crash_after(server, 10, monkeypatch)
+        env = dict(world.env, CIOC_MAIL_BACKEND="smtp", CIOC_MAIL_PORT=str(server.port))
+        rerun = run_command([sys.executable, SCRIPT, "-a", "ciocdemo", "--member", "1"], env)
+        assert rerun.returncode == 0, rerun.stderr
+    recipients = [r for _, rs in server.envelopes for r in rs]
+    assert len(recipients) == len(set(recipients)) == expected
+    assert not list((world.directory / "state").glob("volnotify-*"))  # nothing kept aside is left

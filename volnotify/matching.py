@@ -43,7 +43,8 @@ def schedule_mask(row):
 
 
 def number(value):
-    """A decimal(5,2) column (Decimal, float or None) as a float or None."""
+    """A decimal(5,2) column (a Decimal from SQL Server; a float, or its text, from the
+    sample's driver; or None) as a float or None."""
     return None if value is None else float(value)
 
 

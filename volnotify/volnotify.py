@@ -2,15 +2,18 @@
 
 sp_VOL_Profile_Notify_Enabled lists every member; those with UseVolunteerProfiles set are
 processed. For each, sp_VOL_Profile_Notify gives the positions created or changed since the
-member's last notification, the profiles that asked for new or changed ones (NotifyNew is
-read from VOL_Profile, as the procedure returns only NotifyUpdated) and the member's mail
-settings. Each profile gets one message (English or French, text and HTML) listing its
-matching positions, new ones first, with an unsubscribe link and a List-Unsubscribe header,
-over one SMTP connection per member. Messages go in batches: each batch is stored in the
-outbox's journal with the note that its profiles are done, then that note goes into the run
-state, and only then are the messages handed over; so a rerun after a crash records and
-sends the stored messages as they were (same Message-ID) and builds only the rest;
-sp_VOL_Profile_Notify_Done runs once the member's messages are all through.
+member's last notification, the profiles that asked for new or changed ones and the
+member's mail settings, in that order. The profiles are read as they arrive, PROFILES_AT_ONCE
+at a time: each lot is matched against the positions and its matched profiles are kept
+aside in a temporary file (the settings come last), so memory does not grow with the number
+of profiles. Then, a lot at a time, NotifyNew is read from VOL_Profile (the procedure
+returns only NotifyUpdated) and each profile gets one message (English or French, text and
+HTML) listing its matching positions, new ones first, with an unsubscribe link and a
+List-Unsubscribe header, over one SMTP connection per member. Messages go in batches: each
+batch is stored in the outbox's journal with the note that its profiles are done, then that
+note goes into the run state, and only then are the messages handed over; so a rerun after
+a crash records and sends the stored messages as they were (same Message-ID) and builds
+only the rest; sp_VOL_Profile_Notify_Done runs once the member's messages are all through.
 """
 
 import sys
@@ -132,7 +135,8 @@ class Renderer:
 
 
 def build_message(renderer, settings_row, profile, chosen, identity=None):
-    """The message for one profile; raise ValueError (or mail.HeaderError) if it cannot be.
+    """The message for one profile (a matching.Profile or a Recipient: its ``row`` holds
+    the MAIL_COLUMNS); raise ValueError (or mail.HeaderError) if it cannot be.
     ``identity`` names the work, for a Message-ID that a rebuild of it keeps."""
     from cioctasks import mail  # email and ssl: loaded once there is mail to make
 
@@ -159,59 +163,159 @@ def window_of(database, member_id):
     return value.isoformat() if value else "never"
 
 
-def notify_new_of(database, member_id):
-    """{guid_key(ProfileID): NotifyNew} for the member's profiles: sp_VOL_Profile_Notify
+#: Profiles read, matched and spilled at a time, and looked up at a time in VOL_Profile
+#: (an IN list of this many parameters: under SQL Server's 2,100 and SQLite's 999).
+PROFILES_AT_ONCE = 500
+#: The columns of a profile's row its message needs: all that is kept of a matched profile
+#: until the member's mail settings arrive.
+MAIL_COLUMNS = ("ProfileID", "FirstName", "Email", "Culture", "UnsubscribeToken")
+
+
+class Recipient:
+    """A matched profile as its message needs it: ``row`` (MAIL_COLUMNS), ``profile_id``
+    and ``found``, the indexes of its positions (new ones before NotifyNew is known)."""
+
+    __slots__ = ("row", "profile_id", "found")
+
+    def __init__(self, row, found):
+        self.row = row
+        self.profile_id = row["ProfileID"]
+        self.found = found
+
+
+class Spill:
+    """Matched profiles kept in an unnamed temporary file, in chunks, until the member's
+    mail settings (the procedure's last result set) arrive: memory holds one chunk, however
+    many profiles a member has. The file is gone when closed, or when the process dies."""
+
+    def __init__(self, folder):
+        import tempfile
+
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.file = tempfile.TemporaryFile(prefix="volnotify-", dir=folder)
+        except OSError as error:
+            raise cioctasks.TaskError(f"cannot write in {folder}: {error.strerror or error}") from None
+        self.folder = folder
+        self.count = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+    def write(self, recipients):
+        import pickle
+
+        if not recipients:
+            return
+        try:
+            pickle.dump([(r.row, r.found) for r in recipients], self.file, protocol=5)
+        except OSError as error:
+            raise cioctasks.TaskError(f"cannot write in {self.folder}: {error.strerror or error}") from None
+        self.count += len(recipients)
+
+    def chunks(self):
+        """Yield the chunks written, in order, each a list of Recipients."""
+        import pickle
+
+        self.file.seek(0)
+        while True:
+            try:
+                chunk = pickle.load(self.file)
+            except EOFError:
+                return
+            yield [Recipient(row, found) for row, found in chunk]
+
+
+def read_member(database, member_id, spill):
+    """Run sp_VOL_Profile_Notify for one member, streaming its profiles: return
+    (opportunities, number of profiles read, the mail settings row or None). Each batch of
+    profiles is matched as it arrives (NotifyNew taken as set: ``wanted`` applies it) and
+    its matched profiles go to ``spill``."""
+    opportunities, settings_rows, profiles = [], [], 0
+    for index, rows in database.call_batches("sp_VOL_Profile_Notify", member_id,
+                                             size=PROFILES_AT_ONCE):
+        if index == 0:
+            opportunities.extend(matching.Opportunity(row) for row in rows)
+        elif index == 1:
+            profiles += len(rows)
+            batch = [matching.Profile(row, True) for row in rows]
+            found = matching.match_all(batch, opportunities)
+            spill.write([Recipient({c: batch[i].row.get(c) for c in MAIL_COLUMNS}, found[i])
+                         for i in sorted(found)])
+        elif index == 2:
+            settings_rows.extend(rows)
+    return opportunities, profiles, (settings_rows or [None])[0]
+
+
+def notify_new_of(database, member_id, recipients):
+    """{guid_key(ProfileID): NotifyNew} for some of the member's profiles: the procedure
     returns the profiles with NotifyNew or NotifyUpdated set, but only NotifyUpdated."""
-    rows = database.query("SELECT ProfileID, NotifyNew FROM VOL_Profile WHERE MemberID = ?",
-                          member_id)
-    return {guid_key(row["ProfileID"]): row["NotifyNew"] for row in rows}
+    if not recipients:
+        return {}
+    marks = ", ".join("?" for _ in recipients)
+    rows = database.query(f"SELECT ProfileID, NotifyNew FROM VOL_Profile WHERE MemberID = ? "
+                          f"AND ProfileID IN ({marks})", member_id,
+                          *(r.profile_id for r in recipients))
+    return {guid_key(row["ProfileID"]): matching.flag(row["NotifyNew"]) for row in rows}
+
+
+def wanted(recipients, opportunities, notify_new):
+    """Yield (recipient, its positions) for those with any left once new positions go only
+    to profiles with NotifyNew (a profile gone from VOL_Profile since gets none)."""
+    for recipient in recipients:
+        takes_new = notify_new.get(guid_key(recipient.profile_id), False)
+        chosen = [opportunities[i] for i in recipient.found
+                  if takes_new or not opportunities[i].new]
+        if chosen:
+            yield recipient, chosen
 
 
 def notify_member(context, database, member_id, renderer):
     """Mail one member's profiles; return (messages handed to the mailer, profiles matched)."""
-    opportunity_rows, profile_rows, settings_rows = database.call("sp_VOL_Profile_Notify", member_id)
-    if not settings_rows:
-        raise cioctasks.TaskError(f"member {member_id}: no mail settings returned")
-    settings_row = settings_rows[0]
-    opportunities = [matching.Opportunity(row) for row in opportunity_rows]
-    notify_new = notify_new_of(database, member_id) if profile_rows else {}
-    # A profile gone from VOL_Profile since the procedure ran gets no new positions.
-    profiles = [matching.Profile(row, notify_new.get(guid_key(row["ProfileID"]), False))
-                for row in profile_rows]
-    found = matching.match_all(profiles, opportunities)
-    prefix = f"{context.database}:{member_id}:{window_of(database, member_id)}:"
-    sent = 0
-    # The session first: it records and sends what a killed run left in its journal, so
-    # the records read next are whole.
-    with context.mailer.session() as session:
-        already = context.state.items(context.task, prefix)
-        batch = []
-        for p_index in sorted(found, key=lambda i: profiles[i].profile_id):
-            profile = profiles[p_index]
-            key = prefix + str(profile.profile_id)
-            done = set(already.get(key, []))
-            chosen = [opportunities[i] for i in found[p_index] if opportunities[i].vnum not in done]
-            if not chosen:
-                continue
-            vnums = sorted(done | {o.vnum for o in chosen})
-            try:
-                message = build_message(renderer, settings_row, profile, chosen,
-                                        identity=(context.task, key, vnums))
-            except ValueError as error:
-                context.problem(f"member {member_id} profile {profile.profile_id}: {error}")
-                continue
-            batch.append((message, {key: vnums}))
-            if len(batch) == BATCH:
-                sent += send(context, session, batch, member_id)
-                batch = []
-        sent += send(context, session, batch, member_id)
+    with Spill(context.settings.state_dir) as spill:
+        opportunities, profiles, settings_row = read_member(database, member_id, spill)
+        if settings_row is None:
+            raise cioctasks.TaskError(f"member {member_id}: no mail settings returned")
+        prefix = f"{context.database}:{member_id}:{window_of(database, member_id)}:"
+        sent = matched = 0
+        # The session first: it records and sends what a killed run left in its journal,
+        # so the records read next are whole.
+        with context.mailer.session() as session:
+            batch = []
+            for chunk in spill.chunks():
+                needs = [r for r in chunk if any(opportunities[i].new for i in r.found)]
+                notify_new = notify_new_of(database, member_id, needs)
+                # What an earlier, killed run of this window already sent these profiles.
+                already = context.state.get_many(
+                    context.task, [prefix + str(r.profile_id) for r in chunk])
+                for recipient, chosen in wanted(chunk, opportunities, notify_new):
+                    matched += 1
+                    key = prefix + str(recipient.profile_id)
+                    done = set(already.get(key, []))
+                    chosen = [o for o in chosen if o.vnum not in done]
+                    if not chosen:
+                        continue
+                    vnums = sorted(done | {o.vnum for o in chosen})
+                    try:
+                        message = build_message(renderer, settings_row, recipient, chosen,
+                                                identity=(context.task, key, vnums))
+                    except ValueError as error:
+                        context.problem(f"member {member_id} profile {recipient.profile_id}: {error}")
+                        continue
+                    batch.append((message, {key: vnums}))
+                    if len(batch) == BATCH:
+                        sent += send(context, session, batch, member_id)
+                        batch = []
+            sent += send(context, session, batch, member_id)
     if not context.dry_run:
         database.call("sp_VOL_Profile_Notify_Done", member_id)
-        context.state.set_many(context.task, {},
-                               delete=list(context.state.items(context.task, prefix)))
+        context.state.delete_prefix(context.task, prefix)
     context.log.info("member %s: %d positions, %d profiles, %d messages", member_id,
-                     len(opportunities), len(profiles), sent)
-    return sent, len(found)
+                     len(opportunities), profiles, sent)
+    return sent, matched
 
 
 def send(context, session, batch, member_id):

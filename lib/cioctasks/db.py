@@ -95,6 +95,10 @@ def _prepare_sample_string(connection_string):
     # and a mistyped UDL would "connect" to it.
     if not re.search(r"(?i)\bnocreat\s*=", connection_string):
         connection_string += ";NoCreat=1"
+    # In autocommit mode (Database.call_batches) the driver then steps through a result
+    # set; without it, it reads the whole set into memory at execute.
+    if not re.search(r"(?i)\bstepapi\s*=", connection_string):
+        connection_string += ";StepAPI=1"
     return connection_string
 
 
@@ -223,7 +227,11 @@ def describe(error):
 
 
 def _placeholders(sql, args):
-    """Turn ``:Name`` placeholders (outside string literals) into ``?``; return (sql, values)."""
+    """Turn ``:Name`` placeholders (outside string literals) into ``?``; return (sql, values).
+
+    A whole number is written into the SQL instead: the SQLite ODBC driver steps through
+    the rows of a statement without parameters, but reads those of one with parameters
+    whole at execute. An int's decimal text is all it can be, so nothing can be injected."""
     values = []
 
     def replace(match):
@@ -232,7 +240,10 @@ def _placeholders(sql, args):
             return match.group(0)  # a string literal, kept as it is
         if key not in args:
             raise KeyError(f"no argument for placeholder :{key}")
-        values.append(args[key])
+        value = args[key]
+        if isinstance(value, int):
+            return str(int(value))
+        values.append(value)
         return "?"
 
     return re.sub(r"'(?:[^']|'')*'|(?<![:\w]):([A-Za-z_]\w*)", replace, sql), values
@@ -365,9 +376,7 @@ class Database:
         """
         from cioctasks import procs
 
-        proc = procs.get(name)
-        if len(args) != len(proc.params):
-            raise TypeError(f"{name} takes {len(proc.params)} arguments, got {len(args)}")
+        proc = self._checked(name, args)
         if proc.autocommit:
             self.commit()
             self.connection.autocommit = True
@@ -383,28 +392,88 @@ class Database:
         except ValueError as error:  # the server's text, not our bug: that database fails
             raise DatabaseError(f"{self.name}: {udl.mask(str(error))[:300]}") from None
 
+    def call_batches(self, name, *args, size=1000):
+        """Run a CIOC stored procedure and yield its rows as they arrive: ``(result set
+        number from 0, rows)``, each ``rows`` a list of at most ``size`` dicts with the XML
+        columns decoded. Only one batch is held at a time, whatever the size of the result.
+
+        Read the generator to its end (or close it) before using the connection again. On
+        the sample backend the statements run in autocommit mode: the SQLite ODBC driver
+        steps through a result set only outside a transaction (inside one it reads the whole
+        set at execute), so a procedure read this way must not rely on rolling its own
+        writes back; sp_VOL_Profile_Notify writes only its table of positions. Raise
+        DatabaseError if the procedure fails or its XML is not XML.
+        """
+        from cioctasks import procs
+
+        proc = self._checked(name, args)
+        stepping = self.backend == "sample" or proc.autocommit
+        if stepping:
+            self.commit()
+            self.connection.autocommit = True
+        try:
+            for index, cursor in enumerate(self._result_sets(proc, args)):
+                columns = [c[0] for c in cursor.description]
+                while rows := self._fetch(cursor, size):
+                    batch = [dict(zip(columns, row)) for row in rows]
+                    try:
+                        procs.normalize_rows(proc, batch)
+                    except ValueError as error:
+                        raise DatabaseError(f"{self.name}: {udl.mask(str(error))[:300]}") from None
+                    yield index, batch
+        finally:
+            if stepping:
+                self.connection.autocommit = False
+        if not stepping:
+            self.commit()
+
+    @staticmethod
+    def _checked(name, args):
+        from cioctasks import procs
+
+        proc = procs.get(name)
+        if len(args) != len(proc.params):
+            raise TypeError(f"{name} takes {len(proc.params)} arguments, got {len(args)}")
+        return proc
+
+    def _fetch(self, cursor, size):
+        import pyodbc
+
+        try:
+            return cursor.fetchmany(size)
+        except pyodbc.Error as error:
+            self.rollback()
+            raise DatabaseError(f"{self.name}: {describe(error)}") from None
+
     def _call(self, proc, args):
+        return [self._rows(cursor) for cursor in self._result_sets(proc, args)]
+
+    def _result_sets(self, proc, args):
+        """Run a procedure on a new cursor; yield that cursor once per result set, before
+        its first row is read. The caller reads the rows before asking for the next set."""
+        import pyodbc
+
         cursor = self._cursor()
-        results = []
         if self.backend == "sample":
             named = dict(zip(proc.params, args))
             for statement in proc.sample:
                 sql, values = _placeholders(statement, named)
                 self._run(cursor, sql, values)
-                rows = self._rows(cursor)
-                if rows is not None:
-                    results.append(rows)
-            return results
+                if cursor.description is not None:
+                    yield cursor
+            return
         marks = ", ".join("?" for _ in args)
         sql = f"{{CALL {proc.name}({marks})}}" if args else f"{{CALL {proc.name}}}"
         self._run(cursor, sql, args)
         while True:
-            rows = self._rows(cursor)
-            if rows is not None:
-                results.append(rows)
-            if not cursor.nextset():
-                break
-        return results
+            if cursor.description is not None:
+                yield cursor
+            try:
+                if not cursor.nextset():
+                    return
+            except pyodbc.Error as error:
+                self.rollback()
+                raise DatabaseError(f"{self.name}: {describe(error)}") from None
 
     def procedure_state(self, name):
         """Whether this database has CIOC procedure ``name`` and the login may run it:

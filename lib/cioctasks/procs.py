@@ -111,19 +111,25 @@ def normalize(proc, results):
     """Return the result sets with the XML columns decoded into lists of dicts (an empty
     list for NULL). Raise ValueError naming the procedure and column for text that is not
     XML."""
-    if not proc.xml_columns:
-        return results
     for rows in results:
-        for row in rows:
-            for column in proc.xml_columns:
-                value = row.get(column)
-                if isinstance(value, bytes):
-                    value = value.decode("utf-8")
-                if isinstance(value, str) and value.strip():
-                    try:
-                        row[column] = decode_xml(value)
-                    except ValueError as error:
-                        raise ValueError(f"{proc.name} returned {column} that is {error}") from None
-                elif column in row:
-                    row[column] = []
+        normalize_rows(proc, rows)
     return results
+
+
+def normalize_rows(proc, rows):
+    """Decode the XML columns of one batch of rows (dicts) in place, as ``normalize``."""
+    if not proc.xml_columns:
+        return rows
+    for row in rows:
+        for column in proc.xml_columns:
+            value = row.get(column)
+            if isinstance(value, bytes):
+                value = value.decode("utf-8")
+            if isinstance(value, str) and value.strip():
+                try:
+                    row[column] = decode_xml(value)
+                except ValueError as error:
+                    raise ValueError(f"{proc.name} returned {column} that is {error}") from None
+            elif column in row:
+                row[column] = []
+    return rows

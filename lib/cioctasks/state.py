@@ -341,6 +341,25 @@ class State:
     def delete(self, task, key):
         self._execute("DELETE FROM watermarks WHERE task = ? AND key = ?", (task, key))
 
+    def delete_prefix(self, task, prefix):
+        """Delete a task's watermarks whose key starts with ``prefix``, in one statement
+        (without reading them); return how many there were."""
+        return self._execute(
+            "DELETE FROM watermarks WHERE task = ? AND substr(key, 1, ?) = ?",
+            (task, len(prefix), prefix)).rowcount
+
+    def get_many(self, task, keys):
+        """Return {key: value} of those of a task's watermarks named in ``keys`` (at most
+        a few hundred: one IN list) that exist."""
+        keys = list(keys)
+        if not keys:
+            return {}
+        marks = ", ".join("?" for _ in keys)
+        rows = self._execute(
+            f"SELECT key, value FROM watermarks WHERE task = ? AND key IN ({marks})",
+            (task, *keys)).fetchall()
+        return {key: json.loads(value) for key, value in rows}
+
     def items(self, task, prefix=""):
         """Return {key: value} of a task's watermarks whose key starts with ``prefix``."""
         rows = self._execute(
