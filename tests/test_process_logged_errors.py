@@ -310,3 +310,24 @@ def test_the_head_hash_stays_the_sha256_earlier_runs_stored(tmp_path):
     log = tmp_path / "error.log"
     log.write_bytes(b"2026-11-22 14:03:11,123 x\r\n" * 20)
     assert errors.head_hash(log, 256) == hashlib.sha256(log.read_bytes()[:256]).hexdigest()[:16]
+
+
+LOADED_AT_EXIT = """
+import atexit, runpy, sys
+heavy = ("cioctasks.mail", "email.message", "ssl", "smtplib", "hashlib", "socket")
+atexit.register(lambda: print("loaded:", ",".join(m for m in heavy if m in sys.modules)))
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_the_15_minute_run_with_nothing_new_loads_no_mail_ssl_or_hash_module(world):
+    """What every idle run pays at start-up: the modules only a run with mail to send
+    needs are not imported when the outbox is empty and there is nothing new."""
+    script = ROOT / "cron" / "process_logged_errors.py"
+    assert run_command([sys.executable, script], world.env).returncode == 0  # reads the logs
+    (world.directory / "state" / "outbox").mkdir(parents=True, exist_ok=True)
+    idle = run_command([sys.executable, "-c", LOADED_AT_EXIT, script], world.env)
+    assert idle.returncode == 0, idle.stderr
+    assert "0 new errors" in idle.stdout
+    assert idle.stdout.rstrip().endswith("loaded:"), idle.stdout

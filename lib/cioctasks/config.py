@@ -12,7 +12,6 @@ import os
 import sys
 import types
 from pathlib import Path
-from typing import Mapping, Optional
 
 from cioctasks.errors import ConfigError
 
@@ -96,7 +95,7 @@ class EnvFileError(ConfigError):
         self.line = line
 
 
-def find_env_file(environ: Mapping[str, str], cwd: Optional[Path] = None) -> Optional[Path]:
+def find_env_file(environ, cwd=None):
     """Given the environment, return the ``.env`` file to read, or None.
 
     Raise ConfigError when ``CIOC_ENV_FILE`` names a file that does not exist.
@@ -201,7 +200,7 @@ def _why_unreadable(first):
     return f"the value of {name} cannot be parsed"
 
 
-def load(environ: Optional[Mapping[str, str]] = None, cwd: Optional[Path] = None) -> Settings:
+def load(environ=None, cwd=None):
     """Given an environment (default ``os.environ``), return the Settings.
 
     Raise ConfigError naming the variable when a value is bad.
@@ -296,7 +295,7 @@ def _url(values, name, default=None):
     return value.rstrip("/") if value else value
 
 
-def from_mapping(values: Mapping[str, str], env_file: Optional[Path] = None) -> Settings:
+def from_mapping(values, env_file=None):
     """Given every variable as a mapping, return the Settings; raise ConfigError if bad."""
     tools_path = _path(values, "CIOC_TOOLS_PATH", _platform_default("CIOC_TOOLS_PATH"))
     state_dir = _path(values, "CIOC_STATE_DIR", tools_path / "state")

@@ -10,7 +10,6 @@ that recovery hands over again only the one that was in flight.
 """
 
 import contextlib
-import hashlib
 import os
 from pathlib import Path
 
@@ -72,10 +71,14 @@ def _whole(head, data, tag):
         return None
     if not head.startswith(tag) or len(data) < length:
         return None
+    import hashlib  # only with a journal to read: an idle run never loads OpenSSL
+
     return data if hashlib.sha256(data[:length]).hexdigest().encode() == digest else None
 
 
 def _framed(tag, data):
+    import hashlib
+
     return b"%s %d %s\r\n%s" % (tag, len(data), hashlib.sha256(data).hexdigest().encode(), data)
 
 

@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+from cioctasks import host
 from cioctasks.errors import FAILED, ConfigError, LockedError, TaskError, folder_problem
 
 
@@ -74,11 +75,10 @@ class TaskLock:
             raise LockedError(f"{self.task} is already running ({holder}); skipped") from None
         import datetime
         import json
-        import socket
 
         holder = {
             "pid": os.getpid(),
-            "host": socket.gethostname(),
+            "host": host.name(),
             "started": datetime.datetime.now().isoformat(timespec="seconds"),
         }
         try:

@@ -29,17 +29,16 @@ flushing at once never send the same message twice: the second one skips its flu
 import collections
 import contextlib
 import datetime
-import email.parser
-import email.policy
-import email.utils
-import hashlib
 import logging
 import os
 import re
 import time
 from pathlib import Path
 
-from cioctasks import files, journal, smtp
+from cioctasks import files, journal
+
+# email, hashlib and smtp (ssl) are imported where they are used: a run with an empty
+# outbox, the 15-minute task's usual case, only asks ``Outbox.idle``.
 
 
 #: What ``flush`` did: messages sent, still waiting, and moved to ``failed/``.
@@ -56,11 +55,17 @@ ALERT_HOURS = 24
 
 def file_name(message_id):
     """The stable file name of a message in the outbox, from its Message-ID."""
+    import hashlib
+
     return hashlib.sha256(message_id.strip().encode("utf-8")).hexdigest()[:24] + ".eml"
 
 
 def message_id_of(data):
     """The Message-ID of a message's bytes (without one: a hash of them)."""
+    import email.parser
+    import email.policy
+    import hashlib
+
     headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(data)
     message_id = headers.get("Message-ID")
     if message_id:
@@ -96,6 +101,10 @@ def unpack(stored):
     data = _crlf(rest)
     if sender is not None:
         return sender, recipients, data
+    import email.parser
+    import email.policy
+    import email.utils
+
     parsed = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(data)
     sender = email.utils.parseaddr(parsed.get("From", ""))[1]
     fields = [str(v) for name in ("To", "Cc", "Bcc") for v in parsed.get_all(name, [])]
@@ -134,6 +143,11 @@ class Outbox:
                 return any(True for _ in found)
         except (FileNotFoundError, NotADirectoryError):
             return False
+
+    def idle(self):
+        """True when nothing is spooled and no journal is in ``sending/``: a flush would
+        have nothing to do."""
+        return not self._entries() and not self._sending_anything()
 
     def pending(self):
         """Return the paths of the spooled messages, oldest first."""
@@ -241,7 +255,7 @@ class Outbox:
 
         Skip the flush (nothing sent) while another process holds the outbox lock.
         """
-        if not self._entries() and not self._sending_anything():
+        if self.idle():
             return Report(0, 0, 0)
         import portalocker
 
@@ -258,6 +272,8 @@ class Outbox:
                 portalocker.unlock(handle)
 
     def _flush_locked(self, mailer):
+        from cioctasks import smtp
+
         recovered = self.recover(replay=mailer.replay)
         if recovered:
             mailer.note(logging.WARNING, "outbox: %d messages of a run that died while "

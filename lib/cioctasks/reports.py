@@ -14,11 +14,10 @@ import datetime
 import logging
 import os
 import re
-import socket
 import sys
 from pathlib import Path
 
-from cioctasks import logs, udl
+from cioctasks import host, logs, udl
 from cioctasks.errors import USAGE, ConfigError
 
 #: Watermark task name under which the last report of each task is kept.
@@ -27,8 +26,8 @@ REPORTS = "_reports"
 
 def report_text(name, outcomes, problems):
     """The text of a run's report: one line per database (or the task) and per problem."""
-    host = socket.gethostname()
-    lines = [f"{name} on {host}:", ""]
+    machine = host.name()
+    lines = [f"{name} on {machine}:", ""]
     for outcome in outcomes:
         where = outcome.database or name
         lines.append(f"- {where}: {outcome.status} ({outcome.seconds:.1f}s) {outcome.summary}")
@@ -85,8 +84,8 @@ def failure(settings, name, text, log, dry_run=False, now=None):
                 log.info("failure report not mailed again: the same failure was mailed at %s",
                          last["sent"])
                 return "repeat"
-        host = socket.gethostname()
-        status = _send(settings, f"[cioctasks] {name} failed on {host}", text, log, dry_run)
+        machine = host.name()
+        status = _send(settings, f"[cioctasks] {name} failed on {machine}", text, log, dry_run)
         log.info("failure report %s to %s", status, settings.task_notify_email)
         if state:
             state.set(REPORTS, name, {"signature": fingerprint, "sent": now.isoformat()})
@@ -110,10 +109,10 @@ def success(settings, name, summary, log, dry_run=False):
         last = state.get(REPORTS, name)
         if not last:
             return None
-        host = socket.gethostname()
-        text = (f"{name} on {host} ran without failure again.\n\n"
+        machine = host.name()
+        text = (f"{name} on {machine} ran without failure again.\n\n"
                 f"The failure mailed at {last['sent']} is over.\n\n{summary}")
-        status = _send(settings, f"[cioctasks] {name} recovered on {host}", text, log, dry_run)
+        status = _send(settings, f"[cioctasks] {name} recovered on {machine}", text, log, dry_run)
         state.delete(REPORTS, name)
         log.info("recovery note %s to %s", status, settings.task_notify_email)
         return status
@@ -152,7 +151,7 @@ def write_fallback(name, message, environ=None):
     """Append a dated line naming the task and its host to the first fallback log that can
     be written; return its path, or None when none can."""
     text = " ".join(udl.mask(message).split())
-    line = f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S} {name} on {socket.gethostname()}: {text}\n"
+    line = f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S} {name} on {host.name()}: {text}\n"
     # No link is followed: in a shared temporary folder another user could plant one.
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
     for path in fallback_logs(environ):

@@ -16,11 +16,11 @@ so that a crash right after it keeps what was recorded.
 import datetime
 import json
 import os
-import socket
 import sqlite3
 import sys
 from pathlib import Path
 
+from cioctasks import host
 from cioctasks.errors import ConfigError, TaskError, folder_problem
 
 #: How long run history is kept by default, and the range CIOC_HISTORY_DAYS may take.
@@ -105,7 +105,7 @@ def history_days(settings):
 
 def _gone(run):
     """Why a run recorded as running has no process any more, or None if it may have one."""
-    if run["status"] != "running" or not run["pid"] or run["host"] != socket.gethostname():
+    if run["status"] != "running" or not run["pid"] or run["host"] != host.name():
         return None
     if process_exists(run["pid"]):
         return None
@@ -173,7 +173,7 @@ class State:
     def start_run(self, task, database=""):
         cursor = self._execute(
             "INSERT INTO runs (task, database, host, pid, started) VALUES (?, ?, ?, ?, ?)",
-            (task, database or "", socket.gethostname(), os.getpid(), _now()),
+            (task, database or "", host.name(), os.getpid(), _now()),
         )
         self.open_runs[cursor.lastrowid] = database or ""
         return cursor.lastrowid
@@ -184,7 +184,7 @@ class State:
         cursor = self._execute(
             "INSERT INTO runs (task, database, host, pid, started, ended, status, exit_code,"
             " summary) VALUES (?, ?, ?, NULL, ?, ?, ?, ?, ?)",
-            (task, database or "", socket.gethostname(),
+            (task, database or "", host.name(),
              started.isoformat(sep=" ", timespec="milliseconds"),
              ended.isoformat(sep=" ", timespec="milliseconds") if ended else None,
              status, exit_code, (summary or "")[:4000]))
@@ -297,7 +297,7 @@ class State:
         for run in self._runs("task = ? AND status = 'running'", (task,)):
             if run["id"] in self.open_runs:
                 continue
-            where = f" on {run['host']}" if run["host"] != socket.gethostname() else ""
+            where = f" on {run['host']}" if run["host"] != host.name() else ""
             why = f"process {run['pid']}{where} gone" if run["pid"] else "its process is gone"
             database = f" [{run['database']}]" if run["database"] else ""
             found.append(f"found run {run['id']} of {task}{database} started "
