@@ -32,9 +32,15 @@ def stats_of(world):
     return world.directory / "VirtualServers" / "ciocdemo" / "stats"
 
 
+def month_pages(world):
+    """The published month pages, oldest month first: the sample's access logs cover the
+    last ten days, so two months early in a month."""
+    return sorted(stats_of(world).glob("*/awstats.ciocdemo.html"), key=lambda p: p.parent.name)
+
+
 def month_page(world):
-    (page,) = stats_of(world).glob("*/awstats.ciocdemo.html")
-    return page
+    """The newest month's page, where yesterday's records are."""
+    return month_pages(world)[-1]
 
 
 def test_logs_are_counted_and_the_pages_published(world):
@@ -44,8 +50,11 @@ def test_logs_are_counted_and_the_pages_published(world):
     assert result.returncode == 0, result.stderr
     assert f"{len(logs)} log files, {lines:,} new records; pages of " in result.stdout
     index = (stats_of(world) / "index.html").read_text(encoding="utf-8")
-    month = month_page(world).parent.name
-    assert f'href="{month}/awstats.ciocdemo.html"' in index
+    months = {day.strftime("%Y-%m") for day in (datetime.date.today() - datetime.timedelta(days=n)
+                                               for n in range(1, 11))}
+    assert [page.parent.name for page in month_pages(world)] == sorted(months)
+    for page in month_pages(world):
+        assert f'href="{page.parent.name}/awstats.ciocdemo.html"' in index
     page = month_page(world).read_text(encoding="utf-8", errors="replace")
     assert "/volunteer/" in page and "Googlebot" in page
     config = world.directory / "state" / "awstats" / "conf" / "awstats.ciocdemo.conf"
@@ -172,16 +181,16 @@ def test_a_stats_folder_that_cannot_be_made_is_one_line_for_that_site(world, tmp
     assert "Not a directory" in result.stderr and str(not_a_folder) in result.stderr
 
 
-def data_file(world):
-    (path,) = (world.directory / "state" / "awstats" / "data" / "ciocdemo").glob("awstats*.txt")
-    return path
+def data_files(world):
+    """awstats' data files of the site, one per month."""
+    return sorted((world.directory / "state" / "awstats" / "data" / "ciocdemo").glob("awstats*.txt"))
 
 
 def make_stale(world):
-    """Make the month's data newer than its pages, as a night with new records does."""
-    path = data_file(world)
+    """Make the months' data newer than their pages, as a night with new records does."""
     later = month_page(world).stat().st_mtime + 60
-    os.utime(path, (later, later))
+    for path in data_files(world):
+        os.utime(path, (later, later))
 
 
 def test_a_build_that_fails_while_its_tool_exits_0_publishes_nothing(world, tmp_path):
