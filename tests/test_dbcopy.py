@@ -324,3 +324,188 @@ def test_pages_at_their_edges_read_every_matching_row_once_in_order(source, page
                                               ("GBL_BaseTable", "MemberID = 3")])
 def test_an_empty_table_or_condition_reads_no_batch(source, table, condition):
     assert list(source.iterate_table("*", table, condition, size=10, page=5)) == []
+
+
+# Reader processes (dbread): a large table read in other processes while this one writes.
+
+import dbread  # noqa: E402
+
+
+def readers_for(tmp_path, name="ciocdemo"):
+    """dbread.Readers connecting to the site ``name`` under tmp_path/UDLs, as copy_task
+    makes them."""
+    from cioctasks import udl
+
+    path = db.find_udl(tmp_path / "UDLs" / name)
+    return dbread.Readers(udl.connection_string(path, "SQLite3"), name, "sample", 30, 60)
+
+
+def copy_with_and_without_readers(source, tmp_path, plan):
+    """Copy ``plan`` once in this process and once through reader processes; return the
+    two output paths."""
+    alone, through = tmp_path / "alone.sqlite", tmp_path / "readers.sqlite"
+    target = dbcopy.SqliteTarget(alone)
+    dbcopy.copy_database(source, target, plan)
+    target.close()
+    readers = readers_for(tmp_path)
+    target = dbcopy.SqliteTarget(through)
+    try:
+        dbcopy.copy_database(source, target, plan, readers=readers)
+        assert len(readers.readers) == dbread.Readers.PROCESSES  # they did the reading
+    finally:
+        readers.close()
+        target.close()
+    return alone, through
+
+
+def every_row(path, table):
+    """Every row of ``table`` in rowid order, with the SQLite type of each value."""
+    with sqlite3.connect(path) as connection:
+        names = [row[1] for row in connection.execute(f"PRAGMA table_info({table})")]
+        typed = ", ".join(f"[{n}], typeof([{n}])" for n in names)
+        return connection.execute(f"SELECT {typed} FROM {table} ORDER BY rowid").fetchall()
+
+
+def test_reader_processes_copy_every_value_as_this_process_does(source, tmp_path, monkeypatch):
+    monkeypatch.setattr(dbcopy, "PROCESS_ROWS", 1000)
+    monkeypatch.setattr(dbcopy, "PAGE", 700)  # 18 pages over both readers, a short last one
+    alone, through = copy_with_and_without_readers(
+        source, tmp_path, [("GBL_BaseTable", None, ()), ("Empty_Table", None, ())])
+    rows = every_row(through, "GBL_BaseTable")
+    assert len(rows) == 12_347
+    assert rows == every_row(alone, "GBL_BaseTable")
+    assert every_row(through, "Empty_Table") == []
+
+
+def test_reader_processes_keep_guids_dates_decimals_floats_blobs_and_nulls(cioc_types, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setattr(dbcopy, "PROCESS_ROWS", 1)
+    settings = config.from_mapping({"CIOC_UDL_BASE": str(tmp_path / "UDLs"),
+                                    "CIOC_ODBC_DRIVER": "SQLite3"})
+    with db.connect("ciocdemo", settings) as types_source:
+        alone, through = copy_with_and_without_readers(types_source, tmp_path,
+                                                       [("GBL_Types", None, ())])
+    rows = every_row(through, "GBL_Types")
+    assert rows == every_row(alone, "GBL_Types")
+    assert rows[0][2:4] == ("6F9619FF-8B86-D011-B42D-00C04FC964FF", "text")
+    assert rows[0][4] == "2026-11-03 10:15:30.997" and rows[0][20] == b"\x00\xff\x00\x10"
+    assert rows[1][2::2] == (None,) * 10
+
+
+def test_plain_values_are_what_the_sqlite3_adapters_make_of_them():
+    import decimal
+    import uuid
+
+    when = datetime.datetime(2026, 11, 3, 10, 15, 30, 997_654)
+    rows = [(when, datetime.date(2026, 11, 3), decimal.Decimal("1234.5678"), True,
+             uuid.UUID("6f9619ff-8b86-d011-b42d-00c04fc964ff"), "Été", b"\x00"),
+            (None, None, None, False, None, None, None)]
+    types = [type(value) for value in rows[0]]
+    assert dbread.plain_values(rows, types) == [
+        "2026-11-03 10:15:30.997", "2026-11-03", "1234.5678", 1,
+        "6f9619ff-8b86-d011-b42d-00c04fc964ff", "Été", b"\x00",
+        None, None, None, 0, None, None, None]
+
+
+def test_a_small_table_is_read_without_starting_a_process(source, tmp_path):
+    readers = readers_for(tmp_path)
+    target = dbcopy.SqliteTarget(tmp_path / "out.sqlite")
+    try:
+        counts = dbcopy.copy_database(source, target, [("GBL_BaseTable", None, ())],
+                                      readers=readers)
+    finally:
+        readers.close()
+        target.close()
+    assert counts == {"GBL_BaseTable": 12_347} and dbcopy.PROCESS_ROWS > 12_347
+    assert readers.readers == []
+
+
+def test_a_reader_process_that_is_killed_fails_the_copy_in_one_line(source, tmp_path,
+                                                                  monkeypatch):
+    import signal
+
+    if sys.platform == "win32":
+        pytest.skip("SIGKILL")
+    monkeypatch.setattr(dbcopy, "PROCESS_ROWS", 1000)
+    monkeypatch.setattr(dbcopy, "PAGE", 500)
+    readers = readers_for(tmp_path)
+    batches = readers.batches
+
+    def killing_after_the_first_batch(*args, **kwargs):
+        for number, batch in enumerate(batches(*args, **kwargs)):
+            if number == 0:
+                for reader in readers.readers:
+                    reader.process.send_signal(signal.SIGKILL)
+            yield batch
+
+    monkeypatch.setattr(readers, "batches", killing_after_the_first_batch)
+    processes = []
+    monkeypatch.setattr(dbread.Readers, "_start", lambda self, count, start=dbread.Readers._start:
+                        processes.extend(start(self, count)) or self.readers[:count])
+    target = dbcopy.SqliteTarget(tmp_path / "out.sqlite")
+    with pytest.raises(dbcopy.CopyError) as error:
+        dbcopy.copy_database(source, target, [("GBL_BaseTable", None, ())], readers=readers)
+    target.close()
+    assert str(error.value).startswith("GBL_BaseTable: the reader process stopped (exit code -9)")
+    assert "\n" not in str(error.value)
+    assert readers.readers == [] and processes
+    assert all(reader.process.returncode is not None for reader in processes)
+    assert read(tmp_path / "out.sqlite", "SELECT COUNT(*) FROM GBL_BaseTable") == [(0,)]
+
+
+def test_a_reader_process_that_cannot_connect_fails_the_copy_in_one_line(source, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setattr(dbcopy, "PROCESS_ROWS", 1000)
+    missing = tmp_path / "missing.sqlite"
+    readers = dbread.Readers(f"Driver=SQLite3;Database={missing}", "ciocdemo", "sample", 30, 60)
+    target = dbcopy.SqliteTarget(tmp_path / "out.sqlite")
+    try:
+        with pytest.raises(dbcopy.CopyError) as error:
+            dbcopy.copy_database(source, target, [("GBL_BaseTable", None, ())], readers=readers)
+    finally:
+        readers.close()
+        target.close()
+    assert str(error.value).startswith("GBL_BaseTable: ciocdemo: cannot connect: ")
+    assert "\n" not in str(error.value) and not missing.exists()
+    assert read(tmp_path / "out.sqlite", "SELECT COUNT(*) FROM GBL_BaseTable") == [(0,)]
+
+
+PARENT = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import dbread
+readers = dbread.Readers(sys.argv[2], "ciocdemo", "sample", 30, 60)
+reader, = readers._start(1)
+print(reader.process.pid, flush=True)
+sys.stdin.read()  # killed here
+"""
+
+
+def test_a_reader_process_exits_when_the_copying_process_is_killed(source, tmp_path):
+    import subprocess
+    import time
+
+    from cioctasks import udl
+
+    if sys.platform == "win32":
+        pytest.skip("SIGKILL")
+    connection_string = udl.connection_string(db.find_udl(tmp_path / "UDLs" / "ciocdemo"),
+                                              "SQLite3")
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(ROOT / "downloads"),
+                               connection_string], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    child = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _running(child):
+        time.sleep(0.05)
+    assert not _running(child)
+
+
+def _running(pid):
+    """Whether process ``pid`` exists and is not a zombie (Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

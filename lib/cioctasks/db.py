@@ -315,13 +315,23 @@ class Database:
         memory bounded whatever the table's size.
 
         The SQLite ODBC driver reads a whole result set into memory before the first row,
-        so on the sample backend the table is read in pages by rowid; SQL Server streams.
+        so on the sample backend the table is read in pages by rowid (``page_queries``);
+        SQL Server streams.
         """
-        where = f" WHERE ({condition})" if condition else " WHERE 1 = 1"
         if self.backend != "sample":
+            where = f" WHERE ({condition})" if condition else ""
             for _, rows in self.iterate(f"SELECT {select} FROM {table}{where}", size=size):
                 yield rows
             return
+        for sql in self.page_queries(select, table, condition, page):
+            for _, rows in self.iterate(sql, size=size):
+                yield rows
+
+    def page_queries(self, select, table, condition=None, page=50_000):
+        """On the sample backend, yield the SELECTs that read ``SELECT <select> FROM
+        <table> [WHERE condition]`` in pages of at most ``page`` rows, in rowid order; the
+        bound of each page is looked up when the page is asked for."""
+        where = f" WHERE ({condition})" if condition else " WHERE 1 = 1"
         # NOT INDEXED keeps SQLite on a rowid range scan: through an index on the condition's
         # columns, each page would read and sort every matching row again.
         source = f"{table} NOT INDEXED{where}"
@@ -333,9 +343,8 @@ class Database:
             bound = self.query_rows(f"SELECT rowid FROM {source}{after} ORDER BY rowid "
                                     f"LIMIT 1 OFFSET {page - 1}")
             upto = f" AND rowid <= {int(bound[0][0])}" if bound else ""
-            for _, rows in self.iterate(f"SELECT {select} FROM {source}{after}{upto}", size=size):
-                yield rows
-            if not bound:  # fewer than ``page`` rows were left: this query read them all
+            yield f"SELECT {select} FROM {source}{after}{upto}"
+            if not bound:  # fewer than ``page`` rows were left: that query reads them all
                 return
             last = bound[0][0]
 
