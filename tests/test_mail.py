@@ -859,3 +859,22 @@ def test_a_file_batch_that_cannot_be_written_fails_in_one_line_and_waits_in_its_
     written = sorted((tmp_path / "mail").iterdir())
     assert sorted(p.read_bytes() for p in written) == sorted(m.as_bytes() for m, _ in items)
     assert journal_files(tmp_path) == []
+
+
+def test_a_batch_of_files_is_written_by_several_writers_each_whole_and_in_order(tmp_path):
+    named = [(f"{n:03d}.eml", f"message {n}\r\n".encode() * (n + 1)) for n in range(23)]
+    paths = mail._write_files(str(tmp_path), named)
+    assert paths == [str(tmp_path / name) for name, _ in named]
+    assert all((tmp_path / name).read_bytes() == data for name, data in named)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name for name, _ in named]  # no .tmp
+
+
+def test_a_writer_that_fails_fails_the_batch_after_the_others_wrote_theirs(tmp_path):
+    named = [(f"{n:03d}.eml", b"x\r\n") for n in range(12)]
+    (tmp_path / "005.eml").mkdir()  # a folder where one file must go: rename fails
+    with pytest.raises(OSError):
+        mail._write_files(str(tmp_path), named)
+    written = {p.name for p in tmp_path.iterdir() if p.is_file()}
+    others = {name for n, (name, _) in enumerate(named) if n % mail.WRITERS != 5 % mail.WRITERS}
+    assert others <= written and "005.eml" not in written
+    assert not [name for name in written if name.endswith(".tmp")]  # nothing half-written

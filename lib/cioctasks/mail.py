@@ -265,6 +265,38 @@ _NEW_FILE = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
              | getattr(os, "O_NOINHERIT", 0))
 
 
+#: Files of a batch written at once (``file`` backend): a disk commits fsyncs that arrive
+#: together in one flush, so four writers finish a batch in about half the time of one.
+WRITERS = 4
+
+
+def _write_files(folder, named):
+    """Write every (name, data) of ``named`` with ``_write_whole``, WRITERS at a time, in
+    threads, writer k taking every WRITERS-th file from the k-th; return their paths in
+    order. A writer stops at its first OSError, which is raised once every writer has
+    stopped: what the others wrote stays written, and the batch, still in the journal, is
+    written whole by the next run."""
+    paths, errors = [None] * len(named), []
+
+    def write(first):
+        try:
+            for index in range(first, len(named), WRITERS):
+                paths[index] = _write_whole(folder, *named[index])
+        except OSError as error:
+            errors.append(error)
+
+    helpers = [threading.Thread(target=write, args=(first,), name="mail-writer", daemon=True)
+               for first in range(1, min(WRITERS, len(named)))]
+    for helper in helpers:
+        helper.start()
+    write(0)
+    for helper in helpers:
+        helper.join()
+    if errors:
+        raise errors[0]
+    return paths
+
+
 def _write_whole(folder, name, data):
     """Write ``data`` as ``folder/name`` (strings): into a temporary file beside it named as
     ``files.TEMPORARY`` says, fsynced, then renamed, so the file is never seen half
@@ -442,9 +474,10 @@ class Session:
         folder = str(mailer.settings.mail_dir)
         try:
             os.makedirs(folder, exist_ok=True)
-            for (message, _), name in zip(items, names):
-                path = _write_whole(folder, name, message.as_bytes())
-                if each:
+            paths = _write_files(folder, [(name, message.as_bytes())
+                                          for (message, _), name in zip(items, names)])
+            if each:
+                for (message, _), path in zip(items, paths):
                     mailer.note(logging.DEBUG, "mail %s to %s written to %s",
                                 message.message_id, ", ".join(message.recipients), path)
             journal.sync_folder(folder)
