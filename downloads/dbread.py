@@ -18,7 +18,12 @@ or pickle's for a value marshal does not know, both ways):
   (rows read), or with one ``X`` (a one-line message) and exits.
 
 A reader exits when its standard input ends (the copying process closed it, or died) or
-when it cannot write (the copying process is gone), so none outlives the copy.
+when it next writes and the copying process is gone; a reader in the middle of a long
+query notices at its next batch, at the latest when the query times out.
+
+On the sample backend each page is read in its reader's own transaction, so a table that
+another process writes while it is copied may be copied from more than one moment; on SQL
+Server one reader runs the one SELECT, as the copy did in one process.
 """
 
 import contextlib
@@ -149,7 +154,11 @@ def main():
     from cioctasks import udl
     from cioctasks.errors import TaskError
 
-    requests, replies = sys.stdin.buffer, sys.stdout.buffer
+    # The frames get their own copy of the output; whatever else prints (a driver, a
+    # warning) goes to the error stream and cannot break them.
+    requests = sys.stdin.buffer
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     try:
         _serve(requests, replies)
     except (BrokenPipeError, KeyboardInterrupt):
@@ -176,18 +185,27 @@ class Reader:
         from pathlib import Path
 
         self.errors = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve())], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=self.errors)
-        self.pending = 0
+        self.pending, self.broken = 0, False
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve())], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=self.errors)
+        except OSError as error:
+            self.errors.close()
+            raise ReaderError(f"cannot start a reader process: {error.strerror or error}") from None
         self.send(b"C", {"connection_string": connection_string, "name": name,
                          "login_timeout": login_timeout, "query_timeout": query_timeout})
 
     def send(self, kind, payload):
+        """Send a frame. A reader that has stopped cannot take it; that is not raised
+        here: ``results`` then reads what the reader said before it stopped (its one-line
+        reason), else says that it stopped."""
+        if self.broken:
+            return
         try:
             write_frame(self.process.stdin, kind, payload)
         except OSError:
-            raise ReaderError(self._stopped()) from None
+            self.broken = True
 
     def query(self, sql, size):
         self.send(b"Q", (sql, size))

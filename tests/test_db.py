@@ -140,10 +140,11 @@ def test_a_driver_that_is_not_installed_names_the_setting_that_chose_it(sites, t
 
 def test_named_placeholders_become_question_marks_in_order_and_numbers_are_written_in():
     sql, values = db._placeholders(
-        "SELECT :MemberID, ':literal', :Date, :Name, :MemberID, :On",
-        {"MemberID": 3, "Date": "d", "Name": "1; DROP TABLE x", "On": True})
-    assert sql == "SELECT 3, ':literal', ?, ?, 3, 1"
-    assert values == ["d", "1; DROP TABLE x"]
+        "SELECT :MemberID, ':literal', :Date, :Name, :MemberID, :On, 1-:Minus, :Huge",
+        {"MemberID": 3, "Date": "d", "Name": "1; DROP TABLE x", "On": True, "Minus": -5,
+         "Huge": 2**70})
+    assert sql == "SELECT (3), ':literal', ?, ?, (3), (1), 1-(-5), ?"
+    assert values == ["d", "1; DROP TABLE x", 2**70]
 
 
 def test_the_backend_follows_the_driver():

@@ -509,3 +509,17 @@ def _running(pid):
             return stat.read().rpartition(")")[2].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_reader_that_stopped_before_its_query_was_sent_still_says_why(tmp_path):
+    missing = tmp_path / "gone.sqlite"
+    reader = dbread.Reader(f"Driver=SQLite3;Database={missing}", "ciocdemo", 5, 30)
+    try:
+        reader.process.wait(timeout=30)  # it could not connect and has exited
+        reader.query("SELECT 1", 10)  # its input is closed: the query cannot be sent
+        with pytest.raises(dbread.ReaderError) as error:
+            list(reader.results())
+    finally:
+        reader.close()
+    assert str(error.value).startswith("ciocdemo: cannot connect: ")
+    assert "\n" not in str(error.value) and not missing.exists()

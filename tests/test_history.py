@@ -230,3 +230,17 @@ def test_database_and_history_flags_that_do_not_go_together_are_exit_2(recorded,
     assert both.returncode == 2
     assert_no_traceback(both)
     assert not (tmp_path / "page.html").exists()
+
+
+def test_watermarks_are_read_by_name_many_at_a_time_and_dropped_by_prefix(tmp_path):
+    kept = state.State(tmp_path / "state")
+    kept.set_many("volnotify", {f"db:1:w:{n:04d}": [n] for n in range(1200)})
+    kept.set_many("volnotify", {"db:2:w:0001": [2]})
+    kept.set_many("other", {"db:1:w:0001": ["other task"]})
+    wanted = [f"db:1:w:{n:04d}" for n in range(0, 1300, 2)]  # more than one IN list; some absent
+    assert kept.get_many("volnotify", wanted) == {key: [int(key[-4:])] for key in wanted
+                                                  if int(key[-4:]) < 1200}
+    assert kept.get_many("volnotify", []) == {}
+    assert kept.delete_prefix("volnotify", "db:1:") == 1200
+    assert kept.items("volnotify") == {"db:2:w:0001": [2]}
+    assert kept.items("other") == {"db:1:w:0001": ["other task"]}

@@ -14,6 +14,9 @@ batch is stored in the outbox's journal with the note that its profiles are done
 note goes into the run state, and only then are the messages handed over; so a rerun after
 a crash records and sends the stored messages as they were (same Message-ID) and builds
 only the rest; sp_VOL_Profile_Notify_Done runs once the member's messages are all through.
+Messages go in the order the procedure returns the profiles (CIOC's has no ORDER BY for
+them; the sample's orders them by ProfileID): nothing depends on it, since what was sent is
+recorded per profile.
 """
 
 import sys

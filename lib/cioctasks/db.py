@@ -229,9 +229,10 @@ def describe(error):
 def _placeholders(sql, args):
     """Turn ``:Name`` placeholders (outside string literals) into ``?``; return (sql, values).
 
-    A whole number is written into the SQL instead: the SQLite ODBC driver steps through
-    the rows of a statement without parameters, but reads those of one with parameters
-    whole at execute. An int's decimal text is all it can be, so nothing can be injected."""
+    A whole number (of SQLite's 64 bits) is written into the SQL instead, in brackets: the
+    SQLite ODBC driver steps through the rows of a statement without parameters, but reads
+    those of one with parameters whole at execute. An int's decimal text is all it can be,
+    so nothing can be injected."""
     values = []
 
     def replace(match):
@@ -241,8 +242,8 @@ def _placeholders(sql, args):
         if key not in args:
             raise KeyError(f"no argument for placeholder :{key}")
         value = args[key]
-        if isinstance(value, int):
-            return str(int(value))
+        if isinstance(value, int) and -2**63 <= value < 2**63:
+            return f"({int(value)})"  # in brackets: "1-:N" with N = -5 must not become "1--5"
         values.append(value)
         return "?"
 
@@ -420,8 +421,10 @@ class Database:
         if stepping:
             self.commit()
             self.connection.autocommit = True
+        sets = self._result_sets(proc, args)
+        read = False
         try:
-            for index, cursor in enumerate(self._result_sets(proc, args)):
+            for index, cursor in enumerate(sets):
                 columns = [c[0] for c in cursor.description]
                 while rows := self._fetch(cursor, size):
                     batch = [dict(zip(columns, row)) for row in rows]
@@ -430,9 +433,16 @@ class Database:
                     except ValueError as error:
                         raise DatabaseError(f"{self.name}: {udl.mask(str(error))[:300]}") from None
                     yield index, batch
+            read = True
         finally:
+            # The cursor first (its pending results would keep the connection busy), then
+            # the connection as it was: out of autocommit, or with what the procedure did
+            # rolled back when it was not read to its end.
+            sets.close()
             if stepping:
                 self.connection.autocommit = False
+            elif not read:
+                self.rollback()
         if not stepping:
             self.commit()
 
@@ -463,26 +473,32 @@ class Database:
         import pyodbc
 
         cursor = self._cursor()
-        if self.backend == "sample":
-            named = dict(zip(proc.params, args))
-            for statement in proc.sample:
-                sql, values = _placeholders(statement, named)
-                self._run(cursor, sql, values)
+        try:
+            if self.backend == "sample":
+                named = dict(zip(proc.params, args))
+                for statement in proc.sample:
+                    sql, values = _placeholders(statement, named)
+                    self._run(cursor, sql, values)
+                    if cursor.description is not None:
+                        yield cursor
+                return
+            marks = ", ".join("?" for _ in args)
+            sql = f"{{CALL {proc.name}({marks})}}" if args else f"{{CALL {proc.name}}}"
+            self._run(cursor, sql, args)
+            while True:
                 if cursor.description is not None:
                     yield cursor
-            return
-        marks = ", ".join("?" for _ in args)
-        sql = f"{{CALL {proc.name}({marks})}}" if args else f"{{CALL {proc.name}}}"
-        self._run(cursor, sql, args)
-        while True:
-            if cursor.description is not None:
-                yield cursor
+                try:
+                    if not cursor.nextset():
+                        return
+                except pyodbc.Error as error:
+                    self.rollback()
+                    raise DatabaseError(f"{self.name}: {describe(error)}") from None
+        finally:
             try:
-                if not cursor.nextset():
-                    return
-            except pyodbc.Error as error:
-                self.rollback()
-                raise DatabaseError(f"{self.name}: {describe(error)}") from None
+                cursor.close()
+            except pyodbc.Error:  # a connection already broken: the error above says why
+                pass
 
     def procedure_state(self, name):
         """Whether this database has CIOC procedure ``name`` and the login may run it:

@@ -349,16 +349,17 @@ class State:
             (task, len(prefix), prefix)).rowcount
 
     def get_many(self, task, keys):
-        """Return {key: value} of those of a task's watermarks named in ``keys`` (at most
-        a few hundred: one IN list) that exist."""
-        keys = list(keys)
-        if not keys:
-            return {}
-        marks = ", ".join("?" for _ in keys)
-        rows = self._execute(
-            f"SELECT key, value FROM watermarks WHERE task = ? AND key IN ({marks})",
-            (task, *keys)).fetchall()
-        return {key: json.loads(value) for key, value in rows}
+        """Return {key: value} of those of a task's watermarks named in ``keys`` that exist,
+        asked for 500 at a time (older SQLite allows 999 parameters a statement)."""
+        keys, found = list(keys), {}
+        for first in range(0, len(keys), 500):
+            part = keys[first:first + 500]
+            marks = ", ".join("?" for _ in part)
+            rows = self._execute(
+                f"SELECT key, value FROM watermarks WHERE task = ? AND key IN ({marks})",
+                (task, *part)).fetchall()
+            found.update((key, json.loads(value)) for key, value in rows)
+        return found
 
     def items(self, task, prefix=""):
         """Return {key: value} of a task's watermarks whose key starts with ``prefix``."""
