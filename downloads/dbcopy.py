@@ -15,8 +15,6 @@ copied first and a type map per target (``ACCESS_TYPES`` for the Microsoft Acces
 """
 
 import contextlib
-import datetime
-import fnmatch
 import itertools
 import os
 import sys
@@ -148,6 +146,7 @@ def _register_adapters():
     callables (no Python frame per value). bool and None get adapters that change nothing
     (an int, NULL): without one, every such value goes through sqlite3's failed adapter
     lookup before it binds, about a tenth of the insert's time."""
+    import datetime
     import decimal
     import operator
     import sqlite3
@@ -367,6 +366,8 @@ def copy_table(source, target, table, condition=None, skip_columns=(), batch=BAT
     more is read in reader processes while this one writes. Raise CopyError if the target
     does not hold exactly the rows read, or if a reader process fails.
     """
+    import fnmatch
+
     columns = [c for c in table.columns
                if not any(fnmatch.fnmatchcase(c.name, p) for p in skip_columns)]
     if not columns:
@@ -439,6 +440,8 @@ def choose_database(context):
 def copy_task(context):
     """Copy the chosen tables of one database into OUTPUT (a SQLite file), written beside
     it and put in its place only when whole."""
+    import fnmatch
+
     from cioctasks import files
 
     args = context.args
