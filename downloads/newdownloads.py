@@ -23,8 +23,6 @@ process that is gone, database files in the work folder) is removed by the next 
 """
 
 import argparse
-import datetime
-import re
 import sys
 from pathlib import Path
 
@@ -124,6 +122,8 @@ def remove_leftovers(context, site, folder, work):
     (``.<DB>CIC<MemberID>.zip.<pid>.tmp``) of processes that are gone; in the work folder,
     every database file, since only a run holding this task's lock (this one) writes
     there. Nothing else is touched."""
+    import re
+
     ours = re.compile(re.escape(site) + r".+\.(?:zip|7z)", re.IGNORECASE)
     files.remove_leftovers(folder, ours, context.log, context.dry_run)
     try:
@@ -258,6 +258,8 @@ def task(context, site):
         if args.plan:
             print(f"{site}: skipped by the downloads configuration", flush=True)
         return "skipped by the downloads configuration"
+    import datetime
+
     year = args.year or datetime.date.today().year
     if args.plan:
         return show_plan(context, site, flavours, year)
