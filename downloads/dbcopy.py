@@ -22,6 +22,9 @@ from pathlib import Path
 
 import cioctasks
 
+# dbread (the reader processes) is a sibling module, imported however this one is run.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 #: Rows fetched at a time from SQL Server, and read per query on the sample backend (the
 #: SQLite ODBC driver reads a whole result set before its first row): what the copy holds
 #: in memory at once. 2,000 rows of the widest CIOC tables (descriptions, with dozens of
