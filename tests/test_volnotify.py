@@ -6,6 +6,7 @@ import sqlite3
 import sys
 import uuid
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -490,3 +491,16 @@ def test_profiles_read_a_few_at_a_time_then_a_crash_and_a_rerun_mail_each_volunt
         assert rerun.returncode == 0, rerun.stderr
     recipients = [r for _, rs in server.envelopes for r in rs]
     assert len(recipients) == len(set(recipients)) == expected
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_matched_profiles_kept_aside_on_a_full_disk_fail_that_member_in_one_line(tmp_path):
+    import cioctasks
+
+    with volnotify.Spill(tmp_path) as spill:
+        spill.file.close()
+        spill.file = open("/dev/full", "w+b")  # every write fails: no space left on device
+        spill.write([volnotify.Recipient({"ProfileID": "{X}"}, [0])])  # still buffered
+        with pytest.raises(cioctasks.TaskError) as error:
+            list(spill.chunks())
+    assert str(error.value) == f"cannot keep matched profiles in {tmp_path}: No space left on device"

@@ -198,15 +198,23 @@ class Spill:
             folder.mkdir(parents=True, exist_ok=True)
             self.file = tempfile.TemporaryFile(prefix="volnotify-", dir=folder)
         except OSError as error:
-            raise cioctasks.TaskError(f"cannot write in {folder}: {error.strerror or error}") from None
+            raise cioctasks.TaskError(f"cannot keep matched profiles in {folder}: "
+                                      f"{error.strerror or error}") from None
         self.folder = folder
-        self.count = 0
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        self.file.close()
+        try:
+            self.file.close()
+        except OSError:  # what is still buffered cannot be written: it is not needed now
+            pass
+
+    def _failed(self, error):
+        """The one-line failure of a spill the disk refused (full, gone)."""
+        return cioctasks.TaskError(f"cannot keep matched profiles in {self.folder}: "
+                                   f"{error.strerror or error}")
 
     def write(self, recipients):
         import pickle
@@ -216,14 +224,16 @@ class Spill:
         try:
             pickle.dump([(r.row, r.found) for r in recipients], self.file, protocol=5)
         except OSError as error:
-            raise cioctasks.TaskError(f"cannot write in {self.folder}: {error.strerror or error}") from None
-        self.count += len(recipients)
+            raise self._failed(error) from None
 
     def chunks(self):
         """Yield the chunks written, in order, each a list of Recipients."""
         import pickle
 
-        self.file.seek(0)
+        try:
+            self.file.seek(0)  # writes what is still buffered: a full disk shows here
+        except OSError as error:
+            raise self._failed(error) from None
         while True:
             try:
                 chunk = pickle.load(self.file)
