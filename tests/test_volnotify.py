@@ -504,3 +504,19 @@ def test_matched_profiles_kept_aside_on_a_full_disk_fail_that_member_in_one_line
         with pytest.raises(cioctasks.TaskError) as error:
             list(spill.chunks())
     assert str(error.value) == f"cannot keep matched profiles in {tmp_path}: No space left on device"
+
+
+def test_notify_new_is_asked_for_with_a_few_statement_texts_whatever_the_number_of_profiles():
+    asked = []
+
+    class Database:
+        def query(self, sql, member_id, *ids):
+            asked.append((sql, ids))
+            return [{"ProfileID": i, "NotifyNew": True} for i in set(ids)]
+
+    for count in range(1, volnotify.PROFILES_AT_ONCE + 1):
+        recipients = [volnotify.Recipient({"ProfileID": f"{{P{n}}}"}, []) for n in range(count)]
+        found = volnotify.notify_new_of(Database(), 1, recipients)
+        assert found == {volnotify.guid_key(f"{{P{n}}}"): True for n in range(count)}
+        assert asked[-1][0].count("?") == len(asked[-1][1]) + 1  # every mark has a value
+    assert len({sql for sql, _ in asked}) == len(volnotify.IN_LENGTHS)

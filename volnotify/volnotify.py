@@ -172,6 +172,8 @@ PROFILES_AT_ONCE = 500
 #: The columns of a profile's row its message needs: all that is kept of a matched profile
 #: until the member's mail settings arrive.
 MAIL_COLUMNS = ("ProfileID", "FirstName", "Email", "Culture", "UnsubscribeToken")
+#: The lengths an IN list of profile IDs is padded to (the last one: PROFILES_AT_ONCE).
+IN_LENGTHS = (10, 50, 200, PROFILES_AT_ONCE)
 
 
 class Recipient:
@@ -268,10 +270,14 @@ def notify_new_of(database, member_id, recipients):
     returns the profiles with NotifyNew or NotifyUpdated set, but only NotifyUpdated."""
     if not recipients:
         return {}
-    marks = ", ".join("?" for _ in recipients)
+    ids = [r.profile_id for r in recipients]
+    # The list padded (its last ID repeated) to one of a few lengths: SQL Server then
+    # caches a few plans for this statement, not one for every number of profiles.
+    length = next(n for n in IN_LENGTHS if n >= len(ids))
+    ids += ids[-1:] * (length - len(ids))
+    marks = ", ".join("?" * length)
     rows = database.query(f"SELECT ProfileID, NotifyNew FROM VOL_Profile WHERE MemberID = ? "
-                          f"AND ProfileID IN ({marks})", member_id,
-                          *(r.profile_id for r in recipients))
+                          f"AND ProfileID IN ({marks})", member_id, *ids)
     return {guid_key(row["ProfileID"]): matching.flag(row["NotifyNew"]) for row in rows}
 
 
