@@ -145,24 +145,17 @@ def describe(source, name):
 
 def _register_adapters():
     """Teach sqlite3 the types pyodbc returns, once, so rows go to executemany as they
-    come: converting in Python row by row costs a third of the copy. The adapters are C
-    callables (no Python frame per value). bool and None get adapters that change nothing
-    (an int, NULL): without one, every such value goes through sqlite3's failed adapter
-    lookup before it binds, about a tenth of the insert's time."""
-    import datetime
-    import decimal
-    import operator
+    come: converting in Python row by row costs a third of the copy. The conversions are
+    dbread.PLAIN's, the ones the reader processes apply themselves, all C callables (no
+    Python frame per value). bool and None get adapters too (an int, NULL): without one,
+    every such value goes through sqlite3's failed adapter lookup before it binds, about a
+    tenth of the insert's time."""
     import sqlite3
-    import uuid
 
-    # Positional arguments: a third cheaper than keywords through functools.partial.
-    sqlite3.register_adapter(datetime.datetime,
-                             operator.methodcaller("isoformat", " ", "milliseconds"))
-    sqlite3.register_adapter(datetime.date, str)
-    sqlite3.register_adapter(datetime.time, str)
-    sqlite3.register_adapter(decimal.Decimal, str)
-    sqlite3.register_adapter(uuid.UUID, str)
-    sqlite3.register_adapter(bool, int)
+    import dbread
+
+    for kind, convert in dbread.PLAIN.items():
+        sqlite3.register_adapter(kind, convert)
     sqlite3.register_adapter(type(None), {}.get)  # a C callable that returns None
 
 
@@ -417,17 +410,14 @@ def copy_database(source, target, plan, log=None, described=None, readers=None):
     return counts
 
 
-def open_readers(context, name, source):
+def open_readers(settings, source):
     """Reader processes (dbread.Readers, started only when a large table needs them) that
-    connect to database ``name`` as ``context.connect(name)`` did for ``source``."""
+    open ``source``'s database as it was opened."""
     import dbread
 
-    from cioctasks import db, udl
+    from cioctasks import db
 
-    settings = context.settings
-    path = db.find_udl(Path(settings.udl_base) / name)
-    connection_string = udl.connection_string(path, settings.odbc_driver)
-    return dbread.Readers(connection_string, source.name, source.backend,
+    return dbread.Readers(source.connection_string, source.name, source.backend,
                           db.connect_timeout(settings), db.QUERY_TIMEOUT)
 
 
@@ -462,7 +452,7 @@ def copy_task(context):
             raise CopyError(f"cannot write {output}: {error.strerror or error}") from None
         os.close(fd)
         try:
-            readers = open_readers(context, context.prepared, source)
+            readers = open_readers(context.settings, source)
             target = SqliteTarget(temporary)
             try:
                 counts = copy_database(source, target, plan, context.log, readers=readers)

@@ -40,9 +40,9 @@ import uuid
 
 HEADER = struct.Struct("<cI")
 
-#: What the copying process's sqlite3 adapters make of each type pyodbc returns: done in
-#: the reader, the writer binds only plain values (about half of its time went to the
-#: adapters and to flattening pyodbc rows).
+#: What each type pyodbc returns becomes in the SQLite copy. dbcopy registers these as
+#: sqlite3 adapters; the readers apply them themselves, so that the writer binds only
+#: plain values (about half of its time went to the adapters and to flattening rows).
 PLAIN = {
     # Positional arguments: a third cheaper than keywords through functools.partial.
     datetime.datetime: operator.methodcaller("isoformat", " ", "milliseconds"),

@@ -19,6 +19,7 @@ them; the sample's orders them by ProfileID): nothing depends on it, since what 
 recorded per profile.
 """
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -208,10 +209,9 @@ class Spill:
         return self
 
     def __exit__(self, *exc):
-        try:
+        # What is still buffered cannot be written on a full disk: it is not needed now.
+        with contextlib.suppress(OSError):
             self.file.close()
-        except OSError:  # what is still buffered cannot be written: it is not needed now
-            pass
 
     def _failed(self, error):
         """The one-line failure of a spill the disk refused (full, gone)."""

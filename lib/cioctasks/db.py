@@ -11,6 +11,7 @@ Connecting has a deadline of its own (``CIOC_DB_CONNECT_TIMEOUT``, 30 s): some d
 answers.
 """
 
+import contextlib
 import datetime
 import re
 from pathlib import Path
@@ -148,7 +149,7 @@ def open_connection(connection_string, name="database", login_timeout=LOGIN_TIME
         raise DatabaseError(f"{name}: cannot connect: {reason}") from None
     if query_timeout:
         connection.timeout = int(query_timeout)
-    return Database(connection, name, backend)
+    return Database(connection, name, backend, connection_string)
 
 
 #: Seconds the deadline waits beyond the login timeout, so that a driver that keeps it
@@ -253,10 +254,13 @@ def _placeholders(sql, args):
 class Database:
     """One open connection. Rows come back as dicts keyed by column name."""
 
-    def __init__(self, connection, name, backend):
+    def __init__(self, connection, name, backend, connection_string=None):
         self.connection = connection
         self.name = name
         self.backend = backend
+        # How it was opened, for another process that must open the same database (dbcopy's
+        # readers). It holds the password: never logged, never in a message.
+        self.connection_string = connection_string
 
     def __enter__(self):
         return self
@@ -399,8 +403,13 @@ class Database:
             self.commit()
         try:
             return procs.normalize(proc, results)
-        except ValueError as error:  # the server's text, not our bug: that database fails
-            raise DatabaseError(f"{self.name}: {udl.mask(str(error))[:300]}") from None
+        except ValueError as error:
+            raise self._undecodable(error) from None
+
+    def _undecodable(self, error):
+        """The DatabaseError of XML a procedure returned that is not XML: the server's
+        text, not our bug, so that database fails in one line."""
+        return DatabaseError(f"{self.name}: {udl.mask(str(error))[:300]}")
 
     def call_batches(self, name, *args, size=1000):
         """Run a CIOC stored procedure and yield its rows as they arrive: ``(result set
@@ -431,7 +440,7 @@ class Database:
                     try:
                         procs.normalize_rows(proc, batch)
                     except ValueError as error:
-                        raise DatabaseError(f"{self.name}: {udl.mask(str(error))[:300]}") from None
+                        raise self._undecodable(error) from None
                     yield index, batch
             read = True
         finally:
@@ -495,10 +504,9 @@ class Database:
                     self.rollback()
                     raise DatabaseError(f"{self.name}: {describe(error)}") from None
         finally:
-            try:
+            # A connection already broken cannot close its cursor: the error raised says why.
+            with contextlib.suppress(pyodbc.Error):
                 cursor.close()
-            except pyodbc.Error:  # a connection already broken: the error above says why
-                pass
 
     def procedure_state(self, name):
         """Whether this database has CIOC procedure ``name`` and the login may run it:
